@@ -1,0 +1,84 @@
+"""Checks a run's config up front, so a bad value fails in one line before any work starts."""
+
+from ae_jax import activations
+from ae_jax import data
+from ae_jax import objectives
+from ae_jax.losses import corruption
+from ae_jax.losses import reconstruction
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+ARCHITECTURES = ("mlp", "conv")
+SPARSITY = ("l1", "kl")
+CONTRACTIVE_PATHS = ("auto", "jacfwd", "jacrev", "mlp", "stochastic")
+
+
+class ConfigError(ValueError):
+  """A config value is invalid; the message names the key and the fix."""
+
+
+def _choice(config, key: str, choices) -> None:
+  if config[key] not in choices:
+    raise ConfigError(f"--config.{key}={config[key]!r} is not one of: {', '.join(map(str, choices))}")
+
+
+def _positive(config, key: str, kind=int) -> None:
+  value = config[key]
+  if not isinstance(value, kind) or isinstance(value, bool) or value <= 0:
+    raise ConfigError(f"--config.{key}={value!r} must be a positive {kind.__name__}")
+
+
+def validate(config) -> None:
+  """Raises ConfigError naming the first bad key."""
+  _choice(config, "family", objectives.FAMILIES)
+  _choice(config, "architecture", ARCHITECTURES)
+  _choice(config, "optimizer", OPTIMIZERS)
+  _choice(config, "reconstruction", reconstruction.KINDS)
+  _choice(config, "binarize", data.BINARIZE)
+  _choice(config, "activation", activations.NAMES)
+  _choice(config, "code_activation", activations.NAMES)
+  for key in ("batch_size", "num_steps", "latent_dim", "log_every", "eval_every"):
+    _positive(config, key)
+  _positive(config, "learning_rate", float)
+  if not isinstance(config.seed, int):
+    raise ConfigError(f"--config.seed={config.seed!r} must be an integer")
+  widths = config.widths
+  if isinstance(widths, int):
+    widths = (widths,)
+  if not all(isinstance(w, int) and w > 0 for w in widths):
+    raise ConfigError(f"--config.widths={config.widths!r} must be a tuple of positive ints, e.g. '(256, 64)'")
+  if config.architecture == "conv" and not widths:
+    raise ConfigError("--config.architecture=conv needs at least one conv width, e.g. --config.widths='(32, 64)'")
+  if config.family == "vae" and config.architecture == "mlp" and not widths:
+    raise ConfigError("--config.family=vae needs at least one hidden width, e.g. --config.widths='(400,)'")
+  if config.eval_every % config.log_every:
+    raise ConfigError(f"--config.eval_every={config.eval_every} must be a multiple of "
+                      f"--config.log_every={config.log_every}")
+  if config.num_pictures < 0:
+    raise ConfigError(f"--config.num_pictures={config.num_pictures!r} must be >= 0")
+  if config.family == "sparse":
+    _choice(config, "sparsity", SPARSITY)
+    if config.sparsity_weight < 0:
+      raise ConfigError(f"--config.sparsity_weight={config.sparsity_weight} must be >= 0")
+    if config.sparsity == "kl":
+      if not 0 < config.rho < 1:
+        raise ConfigError(f"--config.rho={config.rho} must be in (0, 1)")
+      if config.code_activation != "sigmoid":
+        raise ConfigError("--config.sparsity=kl compares mean activations with rho, so codes must lie in "
+                          "(0, 1): set --config.code_activation=sigmoid")
+  if config.family == "denoising":
+    _choice(config, "noise", corruption.KINDS)
+    top = float("inf") if config.noise == "gaussian" else 1.0
+    if not 0 <= config.noise_level <= top:
+      raise ConfigError(f"--config.noise_level={config.noise_level} must be in [0, {top}] for noise={config.noise}")
+  if config.family == "contractive":
+    _choice(config, "contractive_path", CONTRACTIVE_PATHS)
+    if config.contractive_path == "mlp" and config.architecture != "mlp":
+      raise ConfigError("--config.contractive_path=mlp needs --config.architecture=mlp; use 'auto'")
+    if config.contractive_weight < 0:
+      raise ConfigError(f"--config.contractive_weight={config.contractive_weight} must be >= 0")
+  if config.family == "vae" and config.beta < 0:
+    raise ConfigError(f"--config.beta={config.beta} must be >= 0")
+  try:
+    objectives.parse_extra_terms(config.extra_terms)
+  except ValueError as e:
+    raise ConfigError(f"--config.extra_terms: {e}") from None

@@ -1,0 +1,161 @@
+"""Datasets as host arrays: images (N, H, W, C) float32 in [0, 1] and integer labels.
+
+Sources: `digits` (scikit-learn's 1,797 8x8 digits, embedded, offline), `npz:PATH` (Keras layout:
+x_train, y_train, x_test, y_test) or any tensorflow-datasets name (imported lazily; TensorFlow is only
+needed to download and prepare). Anything wrong with the input raises `DataError` with one line that
+says what is wrong and how to fix it.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+
+class DataError(ValueError):
+  """Bad dataset name, file or contents; the message says how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  train_images: np.ndarray  # (N, H, W, C) float32 in [0, 1]
+  train_labels: np.ndarray  # (N,) int32; -1 where the source has no labels
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  name: str
+
+  @property
+  def example_shape(self) -> tuple[int, ...]:
+    return tuple(self.train_images.shape[1:])
+
+
+BINARIZE = ("none", "static", "dynamic")
+DIGITS_TEST_SIZE = 360
+
+
+def load(name: str, *, data_dir: str = "", binarize: str = "none") -> Dataset:
+  """Loads `name` ('digits', 'npz:PATH' or a tfds name). 'static' binarization thresholds at 0.5 here;
+  'dynamic' leaves images grey (the training step resamples them) and binarizes test once, with seed 0.
+  """
+  if binarize not in BINARIZE:
+    raise DataError(f"unknown binarize {binarize!r}; choose one of {', '.join(BINARIZE)}")
+  if name == "digits":
+    ds = _digits()
+  elif name.startswith("npz:"):
+    ds = _npz(name[4:])
+  else:
+    ds = _tfds(name, data_dir)
+  if binarize == "static":
+    ds = dataclasses.replace(ds, train_images=_threshold(ds.train_images), test_images=_threshold(ds.test_images))
+  elif binarize == "dynamic":
+    rng = np.random.default_rng(0)
+    test = (rng.random(ds.test_images.shape) < ds.test_images).astype(np.float32)
+    ds = dataclasses.replace(ds, test_images=test)
+  return ds
+
+
+def _threshold(x: np.ndarray) -> np.ndarray:
+  return (x > 0.5).astype(np.float32)
+
+
+def _digits() -> Dataset:
+  from sklearn import datasets as skdatasets  # pylint: disable=g-import-not-at-top
+  from sklearn import model_selection  # pylint: disable=g-import-not-at-top
+
+  digits = skdatasets.load_digits()
+  images = (digits.images / 16.0).astype(np.float32)[..., None]  # Pixel values are 0..16.
+  x_tr, x_te, y_tr, y_te = model_selection.train_test_split(
+      images, digits.target, test_size=DIGITS_TEST_SIZE, random_state=0, stratify=digits.target)
+  return Dataset(x_tr, y_tr.astype(np.int32), x_te, y_te.astype(np.int32), "digits")
+
+
+def _npz(path: str) -> Dataset:
+  if not path:
+    raise DataError("dataset 'npz:' needs a path, e.g. --config.dataset=npz:/data/mnist.npz")
+  if not os.path.isfile(path):
+    raise DataError(f"npz file not found: {path!r}; check the path after 'npz:'")
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      arrays = {k: f[k] for k in f.files}
+  except Exception as e:  # Zip, pickle and format errors all mean the same to the user.
+    raise DataError(f"cannot read {path!r} as an .npz file ({type(e).__name__}: {e})") from None
+  missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
+  if missing:
+    raise DataError(f"{path!r} lacks keys {missing}; an npz needs x_train, y_train, x_test, y_test "
+                    f"(Keras layout), found {sorted(arrays)}")
+  return Dataset(
+      _images(arrays["x_train"], f"{path}:x_train"), _labels(arrays["y_train"], arrays["x_train"], f"{path}:y_train"),
+      _images(arrays["x_test"], f"{path}:x_test"), _labels(arrays["y_test"], arrays["x_test"], f"{path}:y_test"),
+      f"npz:{path}")
+
+
+def _images(x: np.ndarray, where: str) -> np.ndarray:
+  """Checks and converts images to (N, H, W, C) float32 in [0, 1]."""
+  if x.dtype.kind not in "uif" or x.dtype == np.bool_:
+    raise DataError(f"{where} has dtype {x.dtype}; expected uint8 or float images")
+  if x.ndim not in (2, 3, 4) or x.shape[0] == 0:
+    raise DataError(f"{where} has shape {x.shape}; expected (N, D), (N, H, W) or (N, H, W, C) with N > 0")
+  if x.ndim == 3:
+    x = x[..., None]
+  if x.dtype.kind in "ui":
+    if x.min() < 0 or x.max() > 255:
+      raise DataError(f"{where} holds integers in [{x.min()}, {x.max()}]; expected 0..255 pixel values")
+    return x.astype(np.float32) / 255.0
+  x = x.astype(np.float32)
+  bad = ~np.isfinite(x)
+  if bad.any():
+    raise DataError(f"{where} has {int(bad.sum())} NaN or infinite values; clean or drop those examples")
+  lo, hi = float(x.min()), float(x.max())
+  if lo < 0.0 or hi > 1.0:
+    hint = " (looks like 0..255: divide by 255 or store uint8)" if hi <= 255.0 and lo >= 0.0 else ""
+    raise DataError(f"{where} has values in [{lo:g}, {hi:g}]; float images must lie in [0, 1]{hint}")
+  return x
+
+
+def _labels(y: np.ndarray, x: np.ndarray, where: str) -> np.ndarray:
+  if y.shape != (x.shape[0],):
+    raise DataError(f"{where} has shape {y.shape}; expected ({x.shape[0]},), one label per image")
+  if y.dtype.kind not in "ui":
+    raise DataError(f"{where} has dtype {y.dtype}; expected integer class labels")
+  return y.astype(np.int32)
+
+
+def _tfds(name: str, data_dir: str) -> Dataset:
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise DataError(f"dataset {name!r} needs tensorflow-datasets: pip install tensorflow-datasets "
+                    "tensorflow-cpu, or use 'digits' or 'npz:PATH'") from None
+  data_dir = data_dir or None
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except Exception as e:  # DatasetNotFoundError and friends.
+    raise DataError(f"unknown dataset {name!r}: use 'digits', 'npz:PATH' or a tensorflow-datasets name "
+                    f"such as mnist, fashion_mnist, binarized_mnist, cifar10 ({type(e).__name__})") from None
+  features = builder.info.features
+  if "image" not in features:
+    raise DataError(f"tfds dataset {name!r} has no 'image' feature (it has {sorted(features)}); "
+                    "ae_jax needs an image dataset")
+  splits = list(builder.info.splits) or ["train", "test"]
+  if "train" not in splits or "test" not in splits:
+    raise DataError(f"tfds dataset {name!r} has splits {splits}; ae_jax needs 'train' and 'test'")
+  try:
+    builder.download_and_prepare()
+    arrays = {split: _tfds_arrays(builder.as_dataset(split=split), tfds) for split in ("train", "test")}
+  except Exception as e:  # Network, permission and preparation errors.
+    msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+    raise DataError(
+        f"could not download or prepare tfds dataset {name!r} ({type(e).__name__}: {msg}); "
+        "without network access, copy a prepared copy and pass --config.data_dir=DIR, "
+        "or use --config.dataset=npz:PATH") from None
+  (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
+  return Dataset(_images(x_tr, f"{name}:train"), y_tr, _images(x_te, f"{name}:test"), y_te, name)
+
+
+def _tfds_arrays(ds, tfds) -> tuple[np.ndarray, np.ndarray]:
+  """Reads a whole split to numpy in chunks (tfds' batch_size=-1 is unreliable on generated data)."""
+  images, labels = [], []
+  for ex in tfds.as_numpy(ds.batch(4096)):
+    images.append(ex["image"])
+    labels.append(ex["label"] if "label" in ex else np.full(len(ex["image"]), -1))
+  return np.concatenate(images), np.concatenate(labels).astype(np.int32)

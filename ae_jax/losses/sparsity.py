@@ -1,0 +1,42 @@
+"""Sparsity penalties on code activations.
+
+`l1` is per example. `kl_divergence` compares each unit's *batch-mean* activation with a target rate
+rho, so it is a per-unit quantity: under data parallelism pass `axis_name` so the mean is taken over
+the global batch, which keeps the loss independent of how the batch is split across devices.
+"""
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+
+def l1(code: ArrayLike) -> jax.Array:
+  """sum_j |z_j| per example, shape (B,)."""
+  code = jnp.asarray(code)
+  return jnp.abs(code).reshape(code.shape[0], -1).sum(axis=1)
+
+
+def bernoulli_kl(rho: ArrayLike, rho_hat: ArrayLike) -> jax.Array:
+  """KL(Bernoulli(rho) || Bernoulli(rho_hat)), elementwise."""
+  rho, rho_hat = jnp.asarray(rho), jnp.asarray(rho_hat)
+  return rho * (jnp.log(rho) - jnp.log(rho_hat)) + (1 - rho) * (jnp.log1p(-rho) - jnp.log1p(-rho_hat))
+
+
+def kl_divergence(
+    code: ArrayLike, *, rho: float = 0.05, axis_name: str | None = None, eps: float = 1e-6
+) -> jax.Array:
+  """KL(rho || rho_hat_j) per unit j, shape (k,), where rho_hat_j is unit j's mean activation.
+
+  Codes must lie in [0, 1] (a sigmoid code layer). rho_hat is clipped to [eps, 1 - eps] so a dead or
+  saturated unit gives a large finite penalty instead of inf.
+  """
+  if not 0.0 < rho < 1.0:
+    raise ValueError(f"rho must be in (0, 1), got {rho}")
+  code = jnp.asarray(code)
+  if code.ndim != 2:
+    raise ValueError(f"code must be (batch, units), got shape {code.shape}")
+  rho_hat = code.mean(axis=0)
+  if axis_name is not None:
+    rho_hat = lax.pmean(rho_hat, axis_name)
+  return bernoulli_kl(rho, jnp.clip(rho_hat, eps, 1.0 - eps))

@@ -1,0 +1,192 @@
+"""Flax linen encoders and decoders, and the two model shapes every family uses.
+
+Images go in as (B, H, W, C) (or (B, D) vectors); MLP encoders flatten them. Decoders return *logits*
+of the input's shape: squared-error losses read them through a sigmoid, Bernoulli losses use them as is.
+
+- `Autoencoder.encode(x) -> z`, `.decode(z) -> logits`, `__call__(x) -> (z, logits)`.
+- `VAE.encode(x) -> (mean, logvar)`, `.decode(z) -> logits`; sampling lives in the loss, not the model,
+  so that all randomness flows from explicit keys.
+
+MLP encoders name their layers `hidden_0, hidden_1, ..., code`, so structure-aware code (the fast
+contractive penalty) can read their kernels with `mlp_layers`.
+"""
+
+from collections.abc import Sequence
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ae_jax import activations
+
+
+class MLPEncoder(nn.Module):
+  """x -> code_activation(Dense(... activation(Dense(flatten(x))) ...))."""
+
+  widths: Sequence[int]
+  latent_dim: int
+  activation: str = "relu"
+  code_activation: str = "linear"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = x.reshape(x.shape[0], -1)
+    act = activations.get(self.activation)
+    for i, width in enumerate(self.widths):
+      h = act(nn.Dense(width, name=f"hidden_{i}")(h))
+    return activations.get(self.code_activation)(nn.Dense(self.latent_dim, name="code")(h))
+
+
+class MLPDecoder(nn.Module):
+  """z -> logits of `output_shape` (per example)."""
+
+  widths: Sequence[int]
+  output_shape: Sequence[int]
+  activation: str = "relu"
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    act = activations.get(self.activation)
+    h = z
+    for i, width in enumerate(self.widths):
+      h = act(nn.Dense(width, name=f"hidden_{i}")(h))
+    out = nn.Dense(math.prod(self.output_shape), name="logits")(h)
+    return out.reshape(z.shape[0], *self.output_shape)
+
+
+class ConvEncoder(nn.Module):
+  """(B, H, W, C) -> strided 3x3 convs (each halves H and W) -> Dense code."""
+
+  features: Sequence[int]
+  latent_dim: int
+  activation: str = "relu"
+  code_activation: str = "linear"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    act = activations.get(self.activation)
+    h = x
+    for i, feat in enumerate(self.features):
+      h = act(nn.Conv(feat, (3, 3), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
+    h = h.reshape(h.shape[0], -1)
+    return activations.get(self.code_activation)(nn.Dense(self.latent_dim, name="code")(h))
+
+
+class ConvDecoder(nn.Module):
+  """z -> Dense to (H/2^n, W/2^n, features[-1]) -> transposed convs that double H and W -> logits."""
+
+  features: Sequence[int]
+  output_shape: Sequence[int]
+  activation: str = "relu"
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    height, width, channels = self.output_shape
+    scale = 2 ** len(self.features)
+    act = activations.get(self.activation)
+    h = act(nn.Dense((height // scale) * (width // scale) * self.features[-1], name="project")(z))
+    h = h.reshape(z.shape[0], height // scale, width // scale, self.features[-1])
+    for i, feat in enumerate(reversed(self.features)):
+      h = act(nn.ConvTranspose(feat, (3, 3), strides=(2, 2), padding="SAME", name=f"deconv_{i}")(h))
+    return nn.Conv(channels, (3, 3), padding="SAME", name="logits")(h)
+
+
+class GaussianEncoder(nn.Module):
+  """A trunk (any encoder producing features) followed by two Dense heads: mean and log-variance."""
+
+  trunk: nn.Module
+  latent_dim: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    h = self.trunk(x)
+    return nn.Dense(self.latent_dim, name="mean")(h), nn.Dense(self.latent_dim, name="logvar")(h)
+
+
+class Autoencoder(nn.Module):
+  """A deterministic encoder/decoder pair."""
+
+  encoder: nn.Module
+  decoder: nn.Module
+
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    z = self.encoder(x)
+    return z, self.decoder(z)
+
+  def encode(self, x: jax.Array) -> jax.Array:
+    return self.encoder(x)
+
+  def decode(self, z: jax.Array) -> jax.Array:
+    return self.decoder(z)
+
+
+class VAE(nn.Module):
+  """A Gaussian encoder q(z|x) and a decoder of likelihood parameters p(x|z)."""
+
+  encoder: GaussianEncoder
+  decoder: nn.Module
+
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    mean, _ = self.encoder(x)
+    return mean, self.decoder(mean)
+
+  def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return self.encoder(x)
+
+  def decode(self, z: jax.Array) -> jax.Array:
+    return self.decoder(z)
+
+
+def build(
+    *,
+    architecture: str,
+    input_shape: Sequence[int],
+    latent_dim: int,
+    widths: Sequence[int],
+    activation: str = "relu",
+    code_activation: str = "linear",
+    variational: bool = False,
+) -> nn.Module:
+  """Builds an `Autoencoder` (or a `VAE` if `variational`) for examples of `input_shape`.
+
+  `widths` are the encoder's hidden widths (MLP) or conv features (conv); the decoder mirrors them.
+  Raises ValueError for shapes the architecture cannot handle.
+  """
+  activations.get(activation), activations.get(code_activation)  # Fail early on bad names.
+  if latent_dim <= 0:
+    raise ValueError(f"latent_dim must be positive, got {latent_dim}")
+  if any(w <= 0 for w in widths):
+    raise ValueError(f"widths must all be positive, got {list(widths)}")
+  input_shape = tuple(input_shape)
+  if architecture == "mlp":
+    trunk_cls, dec = MLPEncoder, MLPDecoder(tuple(reversed(widths)), input_shape, activation)
+  elif architecture == "conv":
+    scale = 2 ** len(widths)
+    if len(input_shape) != 3 or input_shape[0] % scale or input_shape[1] % scale or not widths:
+      raise ValueError(
+          f"conv models need (H, W, C) inputs with H and W divisible by 2**len(widths)={scale}; "
+          f"got {input_shape} with widths {list(widths)}. Use architecture='mlp' or fewer widths.")
+    trunk_cls, dec = ConvEncoder, ConvDecoder(tuple(widths), input_shape, activation)
+  else:
+    raise ValueError(f"unknown architecture {architecture!r}; choose 'mlp' or 'conv'")
+  if variational:
+    # The trunk's last layer is a hidden feature layer; the Gaussian heads make the code.
+    *hidden, last = widths if architecture == "mlp" else (*widths, widths[-1])
+    if architecture == "mlp":
+      trunk = MLPEncoder(tuple(hidden), last, activation, code_activation=activation)
+    else:
+      trunk = ConvEncoder(tuple(widths), last, activation, code_activation=activation)
+    return VAE(GaussianEncoder(trunk, latent_dim), dec)
+  return Autoencoder(trunk_cls(tuple(widths), latent_dim, activation, code_activation), dec)
+
+
+def mlp_layers(encoder_params) -> list[tuple[jax.Array, jax.Array]]:
+  """The (kernel, bias) pairs of an `MLPEncoder`'s params, input layer first."""
+  names = sorted((k for k in encoder_params if k.startswith("hidden_")), key=lambda k: int(k[7:]))
+  return [(encoder_params[k]["kernel"], encoder_params[k]["bias"]) for k in [*names, "code"]]
+
+
+def init(model: nn.Module, key: jax.Array, input_shape: Sequence[int]):
+  """Initial params for a batch of one example of `input_shape`."""
+  return model.init(key, jnp.zeros((1, *input_shape), jnp.float32))["params"]

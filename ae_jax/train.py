@@ -1,0 +1,264 @@
+"""Training: the state, the data-parallel step, the fused on-device loop, and `train_and_evaluate`.
+
+The step is written per device in the pmap style (`lax.pmean` of gradients and metrics) and mapped
+with `jax.shard_map` over a 1-D ('data',) mesh of all devices, so the same code runs on 1 CPU, N GPUs
+or a TPU slice. All randomness is derived inside jit from one key and the step number
+(`fold_in(key, step)`), one key per example, so results do not depend on the device count.
+The loop keeps the dataset on the device and runs `log_every` steps per call in a `lax.scan`;
+the host only sees metrics at log and eval intervals.
+"""
+
+from collections.abc import Callable
+import functools
+import os
+import time
+from typing import Any
+
+from absl import logging
+import flax
+import jax
+from jax import lax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import numpy as np
+import optax
+
+from ae_jax import config as config_lib
+from ae_jax import data
+from ae_jax import models
+from ae_jax import objectives
+from ae_jax import pictures
+from ae_jax import writers
+
+AXIS = "data"
+Metrics = dict[str, jax.Array]
+StepFn = Callable[["TrainState", dict[str, jax.Array], jax.Array], tuple["TrainState", Metrics]]
+
+
+class TrainingError(RuntimeError):
+  """Training cannot go on (e.g. a non-finite loss); the message says what to change."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D ('data',) mesh over `devices` (default: all)."""
+  return Mesh(np.asarray(devices if devices is not None else jax.devices()), (AXIS,))
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  if config.optimizer == "adam":
+    return optax.adam(config.learning_rate)
+  if config.optimizer == "adamw":
+    return optax.adamw(config.learning_rate)
+  if config.optimizer == "sgd":
+    return optax.sgd(config.learning_rate, momentum=0.9)
+  raise config_lib.ConfigError(f"unknown optimizer {config.optimizer!r}")
+
+
+def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+
+
+def make_train_step(
+    loss_fn: objectives.LossFn, optimizer: optax.GradientTransformation, mesh: Mesh, *,
+    dynamic_binarize: bool = False,
+) -> StepFn:
+  """Returns the pure step `(state, batch, key) -> (state, metrics)` (not jitted: jit or scan it).
+
+  `batch` is the global batch; its leading axis is split over the mesh. `key` is the run's base key;
+  the step folds in `state.step`, so feeding the same key every step is correct.
+  """
+
+  def per_device(state: TrainState, batch, keys):
+    (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, keys)
+    grads = lax.pmean(grads, AXIS)
+    terms = lax.pmean(terms, AXIS)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+        **terms,
+        "grad_norm": optax.global_norm(grads),
+        "param_norm": optax.global_norm(params),
+        "update_norm": optax.global_norm(updates),
+    }
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  sharded = jax.shard_map(
+      per_device, mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS)), out_specs=(P(), P()))
+
+  def step(state: TrainState, batch, key):
+    step_key = jax.random.fold_in(key, state.step)
+    binarize_key, example_key = jax.random.split(step_key)
+    batch_size = batch["image"].shape[0]
+    if dynamic_binarize:
+      image = batch["image"]
+      batch = {**batch, "image": jax.random.bernoulli(binarize_key, image).astype(image.dtype)}
+    return sharded(state, batch, jax.random.split(example_key, batch_size))
+
+  return step
+
+
+def make_train_chunk(step_fn: StepFn, *, num_examples: int, batch_size: int, length: int):
+  """Returns jitted `(state, key, images, labels) -> (state, metrics stacked over `length` steps)`.
+
+  Batches are drawn on the device, without replacement within an epoch, from a permutation that
+  depends only on (key, epoch): the data order is a pure function of the step, so a resumed run
+  sees exactly the batches an uninterrupted one would.
+  """
+  steps_per_epoch = num_examples // batch_size
+
+  def permutation(data_key, step):
+    return jax.random.permutation(jax.random.fold_in(data_key, step // steps_per_epoch), num_examples)
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def chunk(state: TrainState, key, images, labels):
+    data_key, step_key = jax.random.split(key)
+
+    def body(carry, _):
+      state, perm = carry
+      pos = state.step % steps_per_epoch
+      perm = lax.cond(pos == 0, lambda: permutation(data_key, state.step), lambda: perm)
+      idx = lax.dynamic_slice_in_dim(perm, pos * batch_size, batch_size)
+      state, metrics = step_fn(state, {"image": images[idx], "label": labels[idx]}, step_key)
+      return (state, perm), metrics
+
+    (state, _), metrics = lax.scan(body, (state, permutation(data_key, state.step)), length=length)
+    return state, metrics
+
+  return chunk
+
+
+def make_evaluate(loss_fn: objectives.LossFn, *, batch_size: int = 500):
+  """Returns `evaluate(params, images, labels, key) -> {name: mean over the set}` (host floats)."""
+
+  @jax.jit
+  def eval_batch(params, images, labels, key):
+    keys = jax.random.split(key, images.shape[0])
+    _, terms = loss_fn(params, {"image": images, "label": labels}, keys)
+    return terms
+
+  def evaluate(params, images, labels, key) -> dict[str, float]:
+    totals, count = {}, 0
+    for i, start in enumerate(range(0, len(images), batch_size)):
+      x, y = images[start:start + batch_size], labels[start:start + batch_size]
+      terms = eval_batch(params, x, y, jax.random.fold_in(key, i))
+      for k, v in terms.items():
+        totals[k] = totals.get(k, 0.0) + v * len(x)
+      count += len(x)
+    return {k: float(v) / count for k, v in jax.device_get(totals).items()}
+
+  return evaluate
+
+
+def _check_finite(metrics: dict[str, np.ndarray], first_step: int) -> None:
+  loss = metrics["loss"]
+  bad = np.flatnonzero(~np.isfinite(loss))
+  if bad.size:
+    raise TrainingError(
+        f"loss became {loss[bad[0]]} at step {first_step + int(bad[0]) + 1}; lower --config.learning_rate "
+        "or the penalty weights, and check the data for extreme values")
+
+
+def _model_from_config(config, example_shape) -> Any:
+  return models.build(
+      architecture=config.architecture, input_shape=example_shape, latent_dim=config.latent_dim,
+      widths=tuple(config.widths), activation=config.activation, code_activation=config.code_activation,
+      variational=config.family == "vae")
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+  """Trains `config.family` on `config.dataset`, writing metrics and pictures to `workdir`.
+
+  Returns the final train and test metrics and the paths written. Raises ConfigError or DataError
+  (one-line messages) for bad input, TrainingError if the loss stops being finite.
+  """
+  config_lib.validate(config)
+  ds = data.load(config.dataset, data_dir=config.data_dir, binarize=config.binarize)
+  mesh = make_mesh()
+  num_devices = mesh.devices.size
+  if config.batch_size % num_devices:
+    raise config_lib.ConfigError(
+        f"--config.batch_size={config.batch_size} must be divisible by the {num_devices} devices")
+  num_train = len(ds.train_images)
+  if config.batch_size > num_train:
+    raise config_lib.ConfigError(
+        f"--config.batch_size={config.batch_size} exceeds the {num_train} training examples of {ds.name}")
+  try:
+    model = _model_from_config(config, ds.example_shape)
+  except ValueError as e:
+    raise config_lib.ConfigError(str(e)) from None
+
+  key = jax.random.key(config.seed)
+  init_key, train_key, eval_key = jax.random.split(key, 3)
+  optimizer = make_optimizer(config)
+  replicated = NamedSharding(mesh, P())
+  state = jax.device_put(init_state(models.init(model, init_key, ds.example_shape), optimizer), replicated)
+  images = jax.device_put(ds.train_images, replicated)
+  labels = jax.device_put(ds.train_labels, replicated)
+
+  step_fn = make_train_step(objectives.build(config, model, axis_name=AXIS), optimizer, mesh,
+                            dynamic_binarize=config.binarize == "dynamic")
+  chunks = {}
+  evaluate = make_evaluate(objectives.build(config, model))
+  writer = writers.create(workdir)
+  writer.write_hparams({**config.to_dict(), "num_devices": num_devices, "dataset_name": ds.name})
+  logging.info("Training %s on %s (%d train, %d test, shape %s) on %d %s device(s).", config.family,
+               ds.name, num_train, len(ds.test_images), ds.example_shape, num_devices, jax.default_backend())
+
+  history, step, start = [], 0, time.perf_counter()
+  train_metrics: dict[str, float] = {}
+  test_metrics: dict[str, float] = {}
+  try:
+    while step < config.num_steps:
+      length = min(config.log_every - step % config.log_every, config.num_steps - step)
+      if length not in chunks:
+        chunks[length] = make_train_chunk(step_fn, num_examples=num_train, batch_size=config.batch_size,
+                                          length=length)
+      state, metrics = chunks[length](state, train_key, images, labels)
+      metrics = jax.device_get(metrics)
+      _check_finite(metrics, step)
+      step += length
+      train_metrics = {k: float(np.mean(v)) for k, v in metrics.items()}
+      row = dict(train_metrics)
+      if step % config.eval_every == 0 or step == config.num_steps:
+        test_metrics = evaluate(state.params, ds.test_images, ds.test_labels, eval_key)
+        row.update({f"test_{k}": v for k, v in test_metrics.items()})
+      writer.write_scalars(step, row)
+      history.append({"step": step, **row})
+      rate = step / (time.perf_counter() - start)
+      logging.info("step %d/%d  loss %.4f  %.1f steps/s  ETA %.0fs", step, config.num_steps,
+                   train_metrics["loss"], rate, (config.num_steps - step) / rate)
+  finally:
+    writer.flush()
+
+  paths = _save_pictures(config, model, state.params, ds, workdir, eval_key)
+  writer.close()
+  return {"train": train_metrics, "test": test_metrics, "history": history, "paths": paths,
+          "params": state.params}
+
+
+def _save_pictures(config, model, params, ds: data.Dataset, workdir: str, key) -> dict[str, str]:
+  """Test originals over their reconstructions (and VAE prior samples), as PNG grids."""
+  n = min(config.num_pictures, len(ds.test_images))
+  if n == 0 or jax.process_index() > 0:
+    return {}
+  apply = jax.jit(functools.partial(model.apply, method="decode"))
+  x = ds.test_images[:n]
+  encoded = model.apply({"params": params}, x, method="encode")
+  code = encoded[0] if config.family == "vae" else encoded
+  recon = jax.nn.sigmoid(apply({"params": params}, code))
+  paths = {"reconstructions": pictures.save_rows(os.path.join(workdir, "reconstructions.png"),
+                                                 [x, np.asarray(recon)])}
+  if config.family == "vae":
+    z = jax.random.normal(key, (n, config.latent_dim))
+    samples = np.asarray(jax.nn.sigmoid(apply({"params": params}, z)))
+    paths["samples"] = pictures.save_rows(os.path.join(workdir, "samples.png"), [samples])
+  return paths

@@ -1,0 +1,70 @@
+"""Metric writers: TensorBoard and logs through clu, plus a JSON-lines file that scripts can read."""
+
+import json
+import math
+import os
+from typing import Any
+
+from clu import metric_writers
+import jax
+import numpy as np
+
+
+class JsonlWriter(metric_writers.MetricWriter):
+  """Appends one JSON object per `write_scalars` call: {"step": ..., name: value, ...}."""
+
+  def __init__(self, path: str):
+    self._file = open(path, "a", encoding="utf-8")
+
+  def write_scalars(self, step: int, scalars):
+    row = {"step": int(step)}
+    for k, v in scalars.items():
+      v = float(np.asarray(v))
+      row[k] = v if math.isfinite(v) else str(v)  # JSON has no NaN; keep it readable.
+    self._file.write(json.dumps(row) + "\n")
+    self._file.flush()
+
+  def write_hparams(self, hparams):
+    with open(os.path.join(os.path.dirname(self._file.name), "hparams.json"), "w", encoding="utf-8") as f:
+      json.dump(hparams, f, indent=2, sort_keys=True, default=str)
+
+  def write_summaries(self, step, values, metadata=None):
+    pass
+
+  def write_images(self, step, images):
+    pass
+
+  def write_videos(self, step, videos):
+    pass
+
+  def write_audios(self, step, audios, *, sample_rate):
+    pass
+
+  def write_texts(self, step, texts):
+    pass
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    pass
+
+  def flush(self):
+    self._file.flush()
+
+  def close(self):
+    self._file.close()
+
+
+def create(workdir: str) -> metric_writers.MetricWriter:
+  """TensorBoard + logging + `metrics.jsonl` in `workdir` on process 0; logging only elsewhere."""
+  if jax.process_index() > 0:
+    return metric_writers.create_default_writer(just_logging=True)
+  os.makedirs(workdir, exist_ok=True)
+  return metric_writers.MultiWriter([
+      metric_writers.create_default_writer(workdir, asynchronous=False),
+      JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
+  ])
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+  """The rows a JsonlWriter wrote."""
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,36 @@
+"""Trains one autoencoder family. Flags: --config (a file in configs/) with overrides, and --workdir.
+
+  python experiments/train.py                                   # undercomplete AE on digits
+  python experiments/train.py --config=experiments/configs/vae.py --config.latent_dim=16 --workdir=runs/vae
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from ae_jax import cli
+
+_CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+config_flags.DEFINE_config_file(
+    "config", os.path.join(_CONFIG_DIR, "default.py"), "Experiment config file.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Where metrics, pictures and checkpoints go (default: runs/<family>).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.fail(f"unexpected arguments {argv[1:]}; flags look like --config.latent_dim=16")
+  config = flags.FLAGS.config
+  workdir = flags.FLAGS.workdir or os.path.join("runs", str(config.family))
+  with cli.clear_errors():
+    from ae_jax import train  # pylint: disable=g-import-not-at-top
+    result = train.train_and_evaluate(config, workdir)
+  cli.report(result, workdir)
+
+
+if __name__ == "__main__":
+  logging.set_verbosity(logging.INFO)
+  app.run(main, flags_parser=cli.parse_flags)
