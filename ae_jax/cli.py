@@ -18,14 +18,33 @@ def fail(message: str) -> NoReturn:
   sys.exit(USAGE_EXIT_CODE)
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing that reports a bad flag in one line and exits 2 (instead of a usage dump)."""
+@contextlib.contextmanager
+def flag_errors():
+  """Reports bad flags, config files and --config.* overrides in one line, with exit code 2."""
   try:
-    return flags.FLAGS(argv)
+    yield
   except flags.Error as e:
     fail(str(e).splitlines()[0])
-  except (KeyError, AttributeError, ValueError, TypeError, OSError) as e:  # Bad --config.* overrides or files.
-    fail(f"bad --config: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+  except (KeyError, AttributeError) as e:  # An override of a key the config does not have.
+    text = str(e.args[0]) if e.args else ""
+    while isinstance(e.args[0] if e.args else None, KeyError):  # ml_collections nests them.
+      e = e.args[0]
+      text = str(e.args[0]) if e.args else ""
+    lines = [line.strip().strip("'\"") for line in text.splitlines() if line.strip()]
+    fail(f"bad --config: no key {lines[0]!r}. {' '.join(lines[1:])}".rstrip(". ") if lines else "bad --config")
+  except (ValueError, TypeError, OSError) as e:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    # A config file that fails to load reports the cause on its last line.
+    fail(f"bad --config: {(lines[-1] if isinstance(e, OSError) else lines[0]) if lines else type(e).__name__}")
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing that reports a bad flag in one line and exits 2 (instead of a usage dump)."""
+  with flag_errors():
+    argv = flags.FLAGS(argv)
+    if "config" in flags.FLAGS:
+      flags.FLAGS.config.to_dict()  # Loads the file and applies overrides now, inside this handler.
+    return argv
 
 
 @contextlib.contextmanager

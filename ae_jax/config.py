@@ -36,7 +36,7 @@ def validate(config) -> None:
   _choice(config, "binarize", data.BINARIZE)
   _choice(config, "activation", activations.NAMES)
   _choice(config, "code_activation", activations.NAMES)
-  for key in ("batch_size", "num_steps", "latent_dim", "log_every", "eval_every"):
+  for key in ("batch_size", "num_steps", "latent_dim", "log_every", "eval_every", "checkpoint_every"):
     _positive(config, key)
   _positive(config, "learning_rate", float)
   if not isinstance(config.seed, int):
@@ -52,6 +52,9 @@ def validate(config) -> None:
     raise ConfigError("--config.family=vae needs at least one hidden width, e.g. --config.widths='(400,)'")
   if config.eval_every % config.log_every:
     raise ConfigError(f"--config.eval_every={config.eval_every} must be a multiple of "
+                      f"--config.log_every={config.log_every}")
+  if config.checkpoint_every % config.log_every:
+    raise ConfigError(f"--config.checkpoint_every={config.checkpoint_every} must be a multiple of "
                       f"--config.log_every={config.log_every}")
   if config.num_pictures < 0:
     raise ConfigError(f"--config.num_pictures={config.num_pictures!r} must be >= 0")

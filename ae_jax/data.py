@@ -9,6 +9,7 @@ says what is wrong and how to fix it.
 import dataclasses
 import os
 
+from absl import logging
 import numpy as np
 
 
@@ -140,6 +141,8 @@ def _tfds(name: str, data_dir: str) -> Dataset:
   if "train" not in splits or "test" not in splits:
     raise DataError(f"tfds dataset {name!r} has splits {splits}; ae_jax needs 'train' and 'test'")
   try:
+    if not builder.is_prepared():
+      logging.info("Downloading and preparing tfds %r (needs network; offline, use data_dir or npz:PATH).", name)
     builder.download_and_prepare()
     arrays = {split: _tfds_arrays(builder.as_dataset(split=split), tfds) for split in ("train", "test")}
   except Exception as e:  # Network, permission and preparation errors.

@@ -25,6 +25,7 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 import optax
 
+from ae_jax import checkpoints
 from ae_jax import config as config_lib
 from ae_jax import data
 from ae_jax import models
@@ -78,16 +79,20 @@ def make_train_step(
   """
 
   def per_device(state: TrainState, batch, keys):
-    (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, keys)
+    # Mark the replicated params as per-device values, so their gradients stay local (pmap style)
+    # and the pmean below is the one all-reduce. Without the cast, shard_map's autodiff would sum
+    # the gradients of replicated inputs over devices by itself.
+    params = jax.tree.map(lambda p: lax.pcast(p, AXIS, to="varying"), state.params)
+    (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, keys)
     grads = lax.pmean(grads, AXIS)
     terms = lax.pmean(terms, AXIS)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {
         **terms,
-        "grad_norm": optax.global_norm(grads),
-        "param_norm": optax.global_norm(params),
-        "update_norm": optax.global_norm(updates),
+        "grad_norm": optax.tree.norm(grads),
+        "param_norm": optax.tree.norm(params),
+        "update_norm": optax.tree.norm(updates),
     }
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
@@ -208,12 +213,21 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                             dynamic_binarize=config.binarize == "dynamic")
   chunks = {}
   evaluate = make_evaluate(objectives.build(config, model))
+
+  checkpoints.prepare_workdir(workdir, config)
+  checkpointer = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
+  restored = checkpointer.restore_latest(state)
+  if restored is not None:
+    state = restored
+    logging.info("Resumed from the checkpoint at step %d in %s.", int(state.step), workdir)
+  step = int(state.step)
+  checkpoints.truncate_jsonl(os.path.join(workdir, "metrics.jsonl"), step)
   writer = writers.create(workdir)
   writer.write_hparams({**config.to_dict(), "num_devices": num_devices, "dataset_name": ds.name})
   logging.info("Training %s on %s (%d train, %d test, shape %s) on %d %s device(s).", config.family,
                ds.name, num_train, len(ds.test_images), ds.example_shape, num_devices, jax.default_backend())
 
-  history, step, start = [], 0, time.perf_counter()
+  history, first_step, start = [], step, time.perf_counter()
   train_metrics: dict[str, float] = {}
   test_metrics: dict[str, float] = {}
   try:
@@ -233,11 +247,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         row.update({f"test_{k}": v for k, v in test_metrics.items()})
       writer.write_scalars(step, row)
       history.append({"step": step, **row})
-      rate = step / (time.perf_counter() - start)
+      if step % config.checkpoint_every == 0 or step == config.num_steps:
+        checkpointer.save(step, state)
+      rate = (step - first_step) / (time.perf_counter() - start)
       logging.info("step %d/%d  loss %.4f  %.1f steps/s  ETA %.0fs", step, config.num_steps,
                    train_metrics["loss"], rate, (config.num_steps - step) / rate)
   finally:
     writer.flush()
+    checkpointer.close()
+  if not test_metrics:  # Resumed a finished run: evaluate what was restored.
+    test_metrics = evaluate(state.params, ds.test_images, ds.test_labels, eval_key)
 
   paths = _save_pictures(config, model, state.params, ds, workdir, eval_key)
   writer.close()

@@ -5,7 +5,6 @@
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -13,10 +12,12 @@ from absl import logging
 from ml_collections import config_flags
 
 from ae_jax import cli
+from ae_jax import config as config_lib
 
 _CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
-config_flags.DEFINE_config_file(
-    "config", os.path.join(_CONFIG_DIR, "default.py"), "Experiment config file.", lock_config=True)
+with cli.flag_errors():  # ml_collections applies --config.* overrides as soon as the flag is defined.
+  config_flags.DEFINE_config_file(
+      "config", os.path.join(_CONFIG_DIR, "default.py"), "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where metrics, pictures and checkpoints go (default: runs/<family>).")
 
 
@@ -26,6 +27,7 @@ def main(argv):
   config = flags.FLAGS.config
   workdir = flags.FLAGS.workdir or os.path.join("runs", str(config.family))
   with cli.clear_errors():
+    config_lib.validate(config)  # Before importing the trainer (and TensorFlow, via clu): bad flags fail fast.
     from ae_jax import train  # pylint: disable=g-import-not-at-top
     result = train.train_and_evaluate(config, workdir)
   cli.report(result, workdir)

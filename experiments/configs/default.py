@@ -50,4 +50,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.log_every = 250
   c.eval_every = 1000
   c.num_pictures = 16
+  c.checkpoint_every = 1000  # Also saved at the end; rerunning with the same --workdir resumes.
+  c.overwrite = False  # True: discard a run with a different config found in --workdir.
   return c

@@ -14,5 +14,6 @@ def get_config():
   c.num_steps = 40
   c.log_every = 10
   c.eval_every = 20
+  c.checkpoint_every = 20
   c.num_pictures = 4
   return c

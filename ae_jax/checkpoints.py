@@ -1,0 +1,88 @@
+"""Orbax checkpoints of the train state, and the guard that keeps one workdir to one run.
+
+Resuming is exact because everything random in training (data order, noise, samples) is a pure
+function of (seed, step): restoring the state at step s and training on gives the parameters an
+uninterrupted run would have had.
+"""
+
+import json
+import os
+import shutil
+from typing import Any
+
+from absl import logging
+import orbax.checkpoint as ocp
+
+from ae_jax import config as config_lib
+
+CONFIG_FILE = "run_config.json"
+# Keys that may change between the runs that share a workdir: they do not change the trajectory.
+RESUMABLE_KEYS = frozenset({"num_steps", "log_every", "eval_every", "checkpoint_every", "num_pictures",
+                            "overwrite", "data_dir"})
+
+
+class Checkpointer:
+  """Saves the state every call to `save`, keeps the newest `max_to_keep`, restores the newest readable."""
+
+  def __init__(self, directory: str, *, max_to_keep: int = 3):
+    self._manager = ocp.CheckpointManager(
+        os.path.abspath(directory),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                             enable_async_checkpointing=False))
+
+  def save(self, step: int, state: Any) -> None:
+    self._manager.save(step, args=ocp.args.StandardSave(state))
+
+  def restore_latest(self, template: Any) -> Any | None:
+    """The newest checkpoint that restores into `template`'s structure; older ones if it is corrupt."""
+    self._manager.reload()
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        return self._manager.restore(step, args=ocp.args.StandardRestore(template))
+      except Exception as e:  # A corrupt or partial checkpoint: fall back to the one before.
+        logging.warning("Checkpoint at step %d cannot be restored (%s: %s); trying an older one.",
+                        step, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+    return None
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def prepare_workdir(workdir: str, config) -> None:
+  """Refuses a workdir that holds a different run, unless `config.overwrite`; then records `config`."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  current = _comparable(config.to_dict())
+  if os.path.exists(path) and not config.overwrite:
+    with open(path, encoding="utf-8") as f:
+      stored = _comparable(json.load(f))
+    changed = sorted(k for k in stored.keys() | current.keys() if stored.get(k) != current.get(k))
+    if changed:
+      diff = ", ".join(f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in changed[:4])
+      raise config_lib.ConfigError(
+          f"workdir {workdir!r} holds a run with a different config ({diff}); use another --workdir, "
+          "or pass --config.overwrite=True to discard that run")
+  if config.overwrite:
+    for name in ("checkpoints", "metrics.jsonl", CONFIG_FILE):
+      target = os.path.join(workdir, name)
+      if os.path.isdir(target):
+        shutil.rmtree(target)
+      elif os.path.exists(target):
+        os.remove(target)
+  os.makedirs(workdir, exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
+
+
+def _comparable(values: dict[str, Any]) -> dict[str, Any]:
+  # JSON turns tuples into lists; compare through JSON so a stored and a live config agree.
+  return {k: v for k, v in json.loads(json.dumps(values, default=str)).items() if k not in RESUMABLE_KEYS}
+
+
+def truncate_jsonl(path: str, step: int) -> None:
+  """Drops rows logged after `step` (written after the checkpoint a resumed run restarts from)."""
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+  with open(path, "w", encoding="utf-8") as f:
+    f.writelines(lines)

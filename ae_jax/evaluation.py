@@ -1,0 +1,461 @@
+"""End-of-training metrics on a held-out split, as plain Python floats (JSON-ready).
+
+Every function takes arrays and, where a model is needed, already-jitted callables such as
+`encode(x) -> z`, `reconstruct(x) -> x_hat in [0, 1]` or a VAE's `encode(x) -> (mean, logvar)` and
+`decode_logits(z) -> logits`, so this module does not depend on the training code.
+
+Large arrays are processed `batch_size` examples at a time so memory stays bounded. Host-side sums
+run in float64. Model calls see a fixed batch shape (the last batch is padded by repeating its last
+example and the padding is dropped), so each jitted callable compiles once per call here.
+Randomness is drawn per example from `jax.random.fold_in(key, example_index)`, so results do not
+depend on `batch_size` (nor, for `iwae_log_likelihood`, on `chunk_size`).
+"""
+
+from collections.abc import Callable, Iterator
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+import numpy as np
+from sklearn import linear_model
+from sklearn import preprocessing
+
+from ae_jax.losses import corruption
+from ae_jax.losses import reconstruction
+from ae_jax.losses import variational
+
+# A log-likelihood log p(x | decoder output) per example: (decoder_output (M, ...), x (M, ...)) -> (M,).
+LogLikelihood = Callable[[jax.Array, jax.Array], jax.Array]
+
+PSNR_MIN_MSE = 1e-10  # Per-image MSE floor in `psnr`: a perfect image scores 10*log10(max^2/1e-10).
+GAUSSIAN_SIGMAS = (0.1, 0.3, 0.5)
+MASKING_RATES = (0.1, 0.25, 0.4)
+
+
+# --------------------------------------------------------------------------------------------------
+# Batching helpers.
+
+
+def _check_batch_size(batch_size: int) -> None:
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be positive, got {batch_size}")
+
+
+def _check_nonempty(name: str, x: np.ndarray | jax.Array) -> None:
+  if x.ndim < 1 or x.shape[0] == 0:
+    raise ValueError(f"{name} must be a non-empty batch with a leading example axis, got shape {x.shape}")
+
+
+def _slices(n: int, batch_size: int) -> Iterator[slice]:
+  for start in range(0, n, batch_size):
+    yield slice(start, min(start + batch_size, n))
+
+
+def _flat64(x: Any) -> np.ndarray:
+  x = np.asarray(x, dtype=np.float64)
+  return x.reshape(x.shape[0], -1)
+
+
+def _map_batches(fn: Callable[..., Any], arrays: tuple[Any, ...], *, batch_size: int) -> Any:
+  """Applies jitted `fn(*batch, indices)` over fixed-size batches; returns its outputs concatenated.
+
+  `fn` must return a pytree of arrays with a leading example axis. The last batch is padded (edge
+  repeat) to the common size so `fn` compiles once; padded rows are dropped on the host.
+  """
+  _check_batch_size(batch_size)
+  n = arrays[0].shape[0]
+  size = min(batch_size, n)
+  jitted = jax.jit(fn)
+  outputs = []
+  for s in _slices(n, size):
+    real = s.stop - s.start
+    batch = [np.asarray(a[s]) for a in arrays] + [np.arange(s.start, s.stop, dtype=np.int32)]
+    if real < size:
+      batch = [np.concatenate([b, np.repeat(b[-1:], size - real, axis=0)]) for b in batch]
+    out = jitted(*batch)
+    outputs.append(jax.tree.map(lambda o, real=real: np.asarray(o)[:real], out))
+  return jax.tree.map(lambda *parts: np.concatenate(parts, axis=0), *outputs)
+
+
+def _example_keys(key: jax.Array, indices: jax.Array) -> jax.Array:
+  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, indices)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reconstruction quality.
+
+
+def _as_array(x: Any) -> Any:
+  """Keeps numpy and jax arrays as they are (sliced per batch later); converts lists."""
+  return x if hasattr(x, "shape") and hasattr(x, "ndim") else np.asarray(x)
+
+
+def _check_pair(x: Any, x_hat: Any) -> None:
+  if x.shape != x_hat.shape:
+    raise ValueError(f"x shape {x.shape} does not match x_hat shape {x_hat.shape}")
+  _check_nonempty("x", x)
+
+
+def _squared_error_per_example(x: Any, x_hat: Any, batch_size: int) -> np.ndarray:
+  _check_batch_size(batch_size)
+  sse = [np.square(_flat64(x[s]) - _flat64(x_hat[s])).sum(axis=1) for s in _slices(x.shape[0], batch_size)]
+  return np.concatenate(sse)
+
+
+def reconstruction_errors(x: ArrayLike, x_hat: ArrayLike, *, batch_size: int = 512) -> dict[str, float]:
+  """{"mse": mean squared error per pixel, "sse": mean over images of the per-image sum of squares}.
+
+  Both are reported because papers quote either; sse = mse * pixels per image.
+  """
+  x, x_hat = _as_array(x), _as_array(x_hat)
+  _check_pair(x, x_hat)
+  sse = _squared_error_per_example(x, x_hat, batch_size)
+  pixels = math.prod(x.shape[1:])
+  return {"mse": float(sse.sum() / (sse.size * pixels)), "sse": float(sse.mean())}
+
+
+def fraction_variance_explained(x: ArrayLike, x_hat: ArrayLike, *, batch_size: int = 512) -> float:
+  """1 - SSE / SST, SST the sum of squares of x around its per-pixel mean (1 perfect, 0 = mean image).
+
+  Scale-free, so it compares models across data sets; negative when worse than the mean image.
+  Raises ValueError when x has no variance (all examples identical).
+  """
+  x, x_hat = _as_array(x), _as_array(x_hat)
+  _check_pair(x, x_hat)
+  _check_batch_size(batch_size)
+  n = x.shape[0]
+  mean = sum(_flat64(x[s]).sum(axis=0) for s in _slices(n, batch_size)) / n
+  sst = sum(float(np.square(_flat64(x[s]) - mean).sum()) for s in _slices(n, batch_size))
+  if sst <= 0.0:
+    raise ValueError("x has zero variance around its mean; fraction of variance explained is undefined")
+  sse = float(_squared_error_per_example(x, x_hat, batch_size).sum())
+  return 1.0 - sse / sst
+
+
+def _psnr_per_image(clean: Any, other: Any, max_value: float, batch_size: int) -> np.ndarray:
+  mse = _squared_error_per_example(clean, other, batch_size) / math.prod(clean.shape[1:])
+  return 10.0 * np.log10(max_value**2 / np.maximum(mse, PSNR_MIN_MSE))
+
+
+def psnr(clean: ArrayLike, other: ArrayLike, *, max_value: float = 1.0, batch_size: int = 512) -> float:
+  """Peak signal-to-noise ratio in dB, 10 log10(max_value^2 / MSE), per image then averaged.
+
+  Per-image averaging (not PSNR of the pooled MSE) is the usual convention in denoising papers.
+  Each image's MSE is floored at `PSNR_MIN_MSE` (1e-10) so a perfect image scores a finite
+  10*log10(max_value^2 * 1e10) dB (100 dB at max_value=1) and the mean stays finite.
+  """
+  clean, other = _as_array(clean), _as_array(other)
+  _check_pair(clean, other)
+  if max_value <= 0:
+    raise ValueError(f"max_value must be positive, got {max_value}")
+  return float(_psnr_per_image(clean, other, max_value, batch_size).mean())
+
+
+def pca_baseline(
+    train_x: ArrayLike, test_x: ArrayLike, *, num_components: int, batch_size: int = 512
+) -> dict[str, float]:
+  """Test {"mse", "sse"} of PCA with `num_components` fitted on flattened train_x: the linear AE optimum.
+
+  A (linear) autoencoder with k latent units should beat this with k components. Fitted by an
+  eigendecomposition of the float64 covariance, accumulated in batches (memory O(d^2)).
+  `num_components` is clamped to min(n_train, d); 0 components reconstructs the train mean.
+  """
+  train_x, test_x = _as_array(train_x), _as_array(test_x)
+  _check_nonempty("train_x", train_x)
+  _check_nonempty("test_x", test_x)
+  _check_batch_size(batch_size)
+  if train_x.shape[1:] != test_x.shape[1:]:
+    raise ValueError(f"train_x examples {train_x.shape[1:]} and test_x examples {test_x.shape[1:]} differ")
+  if num_components < 0:
+    raise ValueError(f"num_components must be non-negative, got {num_components}")
+  n = train_x.shape[0]
+  d = math.prod(train_x.shape[1:])
+  k = min(num_components, n, d)
+  mean = sum(_flat64(train_x[s]).sum(axis=0) for s in _slices(n, batch_size)) / n
+  cov = np.zeros((d, d))
+  for s in _slices(n, batch_size):
+    centred = _flat64(train_x[s]) - mean
+    cov += centred.T @ centred
+  _, vectors = np.linalg.eigh(cov)  # Ascending eigenvalues.
+  basis = vectors[:, d - k:]  # (d, k)
+  sse = []
+  for s in _slices(test_x.shape[0], batch_size):
+    centred = _flat64(test_x[s]) - mean
+    sse.append(np.square(centred - (centred @ basis) @ basis.T).sum(axis=1))
+  sse = np.concatenate(sse)
+  return {"mse": float(sse.sum() / (sse.size * d)), "sse": float(sse.mean())}
+
+
+# --------------------------------------------------------------------------------------------------
+# Representation quality.
+
+
+def linear_probe(
+    train_features: ArrayLike,
+    train_labels: ArrayLike,
+    test_features: ArrayLike,
+    test_labels: ArrayLike,
+    *,
+    max_iter: int = 1000,
+) -> float:
+  """Test accuracy of a logistic regression on standardised codes: how linearly readable they are.
+
+  StandardScaler is fitted on train only; lbfgs makes the fit deterministic. Features of any shape
+  are flattened per example.
+  """
+  train_x, test_x = _flat64(train_features), _flat64(test_features)
+  train_y, test_y = np.asarray(train_labels).reshape(-1), np.asarray(test_labels).reshape(-1)
+  if train_x.shape[0] != train_y.shape[0] or test_x.shape[0] != test_y.shape[0]:
+    raise ValueError(
+        f"features and labels disagree on example counts: train {train_x.shape[0]} vs {train_y.shape[0]}, "
+        f"test {test_x.shape[0]} vs {test_y.shape[0]}")
+  if train_x.shape[1] != test_x.shape[1]:
+    raise ValueError(f"train features have {train_x.shape[1]} dims but test features have {test_x.shape[1]}")
+  if np.unique(train_y).size < 2:
+    raise ValueError("train_labels must contain at least two classes")
+  scaler = preprocessing.StandardScaler().fit(train_x)
+  classifier = linear_model.LogisticRegression(max_iter=max_iter)
+  classifier.fit(scaler.transform(train_x), train_y)
+  return float(classifier.score(scaler.transform(test_x), test_y))
+
+
+def _per_example_jacobian(encode: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
+  """(B, *shape) -> (B, k, d) Jacobians of the flattened code w.r.t. the flattened input.
+
+  Reverse mode costs k passes and forward mode d, so use jacrev when the code is the smaller side.
+  """
+  shape, d = x.shape[1:], math.prod(x.shape[1:])
+
+  def single(x_flat: jax.Array) -> jax.Array:
+    return encode(x_flat.reshape(1, *shape)).reshape(-1)
+
+  k = math.prod(jax.eval_shape(single, jax.ShapeDtypeStruct((d,), x.dtype)).shape)
+  jacobian = jax.jacrev(single) if k < d else jax.jacfwd(single)
+  return jax.vmap(jacobian)(x.reshape(x.shape[0], d))
+
+
+def jacobian_stats(
+    encode: Callable[[jax.Array], jax.Array],
+    x: ArrayLike,
+    key: jax.Array,
+    *,
+    eps: float = 1e-3,
+    batch_size: int = 128,
+) -> dict[str, float]:
+  """How contractive the encoder is around the data (the quantity a contractive AE penalises).
+
+  - "jacobian_frobenius_sq": mean over x of ||dz/dx||_F^2, exact (autodiff).
+  - "latent_sensitivity": mean over x of ||z(x + delta) - z(x)|| / ||delta||, delta in a uniformly
+    random direction (one per example) with ||delta|| = eps * sqrt(d), i.e. a per-pixel RMS change of
+    eps. A finite-difference gain, so it also sees the local behaviour of non-smooth (ReLU) encoders;
+    for a linear encoder it lies between the smallest and largest singular value of the map
+    (and its mean square tends to ||J||_F^2 / d).
+  The default batch is smaller than elsewhere because Jacobians take B*k*d floats.
+  """
+  x = jnp.asarray(x)
+  _check_nonempty("x", x)
+  if eps <= 0:
+    raise ValueError(f"eps must be positive, got {eps}")
+  d = math.prod(x.shape[1:])
+  radius = eps * math.sqrt(d)
+
+  def batch_fn(xb: jax.Array, indices: jax.Array) -> tuple[jax.Array, jax.Array]:
+    frobenius_sq = jnp.square(_per_example_jacobian(encode, xb)).sum(axis=(1, 2))
+    directions = jax.vmap(lambda k: jax.random.normal(k, xb.shape[1:], xb.dtype))(_example_keys(key, indices))
+    norms = jnp.sqrt(jnp.square(directions.reshape(xb.shape[0], -1)).sum(axis=1))
+    delta = directions * (radius / norms).reshape(-1, *([1] * (xb.ndim - 1)))
+    change = (encode(xb + delta) - encode(xb)).reshape(xb.shape[0], -1)
+    return frobenius_sq, jnp.sqrt(jnp.square(change).sum(axis=1)) / radius
+
+  frobenius_sq, sensitivity = _map_batches(batch_fn, (x,), batch_size=batch_size)
+  return {
+      "jacobian_frobenius_sq": float(frobenius_sq.mean()),
+      "latent_sensitivity": float(sensitivity.mean()),
+  }
+
+
+def sparsity_stats(codes: ArrayLike, *, threshold: float = 1e-3) -> dict[str, float]:
+  """How sparse the codes (N, k) are; a unit is "on" for an example when |z| > threshold.
+
+  - "l0": mean number of units on per example; "l0_threshold": the threshold used.
+  - "mean_activation": mean of z over units and examples (the rho-hat of a KL sparsity penalty);
+    "mean_abs_activation": mean of |z| (the L1 penalty's quantity; differs for signed codes).
+  - "dead_fraction": fraction of units never on for any example of `codes`.
+  """
+  z = _flat64(codes)
+  _check_nonempty("codes", z)
+  if threshold < 0:
+    raise ValueError(f"threshold must be non-negative, got {threshold}")
+  on = np.abs(z) > threshold
+  return {
+      "l0": float(on.sum(axis=1).mean()),
+      "l0_threshold": float(threshold),
+      "mean_activation": float(z.mean()),
+      "mean_abs_activation": float(np.abs(z).mean()),
+      "dead_fraction": float((~on.any(axis=0)).mean()),
+  }
+
+
+def denoising_stats(
+    reconstruct: Callable[[jax.Array], jax.Array],
+    x: ArrayLike,
+    key: jax.Array,
+    *,
+    gaussian_sigmas: tuple[float, ...] = GAUSSIAN_SIGMAS,
+    masking_rates: tuple[float, ...] = MASKING_RATES,
+    batch_size: int = 512,
+) -> dict[str, float]:
+  """PSNR (dB, per image then averaged) of corrupted inputs and of their reconstructions vs clean x.
+
+  For each corruption `name` in gaussian_<sigma>, masking_<rate>:
+  - "psnr_noisy/<name>": PSNR of clip(x_tilde, 0, 1). Clipping is the free denoiser (clean pixels
+    lie in [0, 1]), so the baseline is not inflated by out-of-range Gaussian noise.
+  - "psnr_denoised/<name>": PSNR of reconstruct(x_tilde); the model sees the *unclipped* x_tilde,
+    as in training (`corruption.gaussian` does not clip).
+  - "psnr_gain/<name>": denoised - noisy, what the model adds beyond clipping.
+  Plus "psnr_clean": PSNR of reconstruct(x) itself, the ceiling for the denoised values.
+  Corruption `j` of example `i` uses fold_in(fold_in(key, j), i).
+  """
+  x = jnp.asarray(x)
+  _check_nonempty("x", x)
+  settings = [("gaussian", s) for s in gaussian_sigmas] + [("masking", r) for r in masking_rates]
+  names = [f"{kind}_{level:g}" for kind, level in settings]
+
+  def mse(a: jax.Array, b: jax.Array) -> jax.Array:
+    return jnp.square(a - b).reshape(a.shape[0], -1).mean(axis=1)
+
+  def batch_fn(xb: jax.Array, indices: jax.Array) -> dict[str, jax.Array]:
+    out = {"clean": mse(reconstruct(xb), xb)}
+    for j, ((kind, level), name) in enumerate(zip(settings, names)):
+      keys = _example_keys(jax.random.fold_in(key, j), indices)
+      corrupt = functools.partial(corruption.corrupt, kind=kind, level=level)
+      noisy = jax.vmap(corrupt)(keys, xb)
+      out[f"noisy/{name}"] = mse(jnp.clip(noisy, 0.0, 1.0), xb)
+      out[f"denoised/{name}"] = mse(reconstruct(noisy), xb)
+    return out
+
+  per_example = _map_batches(batch_fn, (x,), batch_size=batch_size)
+  to_db = lambda m: float(np.mean(10.0 * np.log10(1.0 / np.maximum(m.astype(np.float64), PSNR_MIN_MSE))))
+  stats = {"psnr_clean": to_db(per_example["clean"])}
+  for name in names:
+    noisy, denoised = to_db(per_example[f"noisy/{name}"]), to_db(per_example[f"denoised/{name}"])
+    stats[f"psnr_noisy/{name}"] = noisy
+    stats[f"psnr_denoised/{name}"] = denoised
+    stats[f"psnr_gain/{name}"] = denoised - noisy
+  return stats
+
+
+# --------------------------------------------------------------------------------------------------
+# VAE metrics.
+
+
+def _log_likelihood(likelihood: str | LogLikelihood) -> LogLikelihood:
+  if callable(likelihood):
+    return likelihood
+  if likelihood == "bernoulli":
+    return lambda logits, x: -reconstruction.bernoulli(logits, x)
+  if likelihood == "gaussian":  # Unit variance around the sigmoid mean, as in `from_logits`.
+    return lambda logits, x: -reconstruction.gaussian(jax.nn.sigmoid(logits), x)
+  raise ValueError(f"unknown likelihood {likelihood!r}; choose 'bernoulli', 'gaussian' or pass a callable")
+
+
+def iwae_log_likelihood(
+    encode: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+    decode_logits: Callable[[jax.Array], jax.Array],
+    x: ArrayLike,
+    key: jax.Array,
+    *,
+    num_samples: int = 1000,
+    chunk_size: int = 100,
+    likelihood: str | LogLikelihood = "bernoulli",
+    batch_size: int = 128,
+) -> np.ndarray:
+  """(N,) importance-sampled estimates of log p(x) = log mean_k p(x, z_k) / q(z_k | x), z_k ~ q(z|x).
+
+  q(z|x) = N(mean, exp(logvar)) from `encode`, p(z) = N(0, I), and p(x|z) from `likelihood`:
+  'bernoulli' (Bernoulli(sigmoid(logits))), 'gaussian' (unit variance around sigmoid(logits)), or a
+  callable `log_prob(decoder_output, x) -> (M,)` over flattened sample batches (e.g. a Gaussian with
+  another scale). A lower bound in expectation that tightens as num_samples grows (Burda et al.).
+  Samples are drawn `chunk_size` at a time and folded into a running logsumexp (lax.scan), so the
+  decoder sees at most chunk_size * batch_size latents at once. Sample s of example i uses
+  fold_in(fold_in(key, i), s), so the estimate does not depend on chunk_size or batch_size.
+  """
+  x = jnp.asarray(x)
+  _check_nonempty("x", x)
+  if num_samples <= 0 or chunk_size <= 0:
+    raise ValueError(f"num_samples and chunk_size must be positive, got {num_samples} and {chunk_size}")
+  log_px_given_z = _log_likelihood(likelihood)
+  chunk_size = min(chunk_size, num_samples)
+  num_chunks = -(-num_samples // chunk_size)
+
+  def batch_fn(xb: jax.Array, indices: jax.Array) -> jax.Array:
+    mean, logvar = encode(xb)
+    if mean.ndim != 2 or mean.shape != logvar.shape:
+      raise ValueError(f"encode must return (B, k) mean and logvar, got {mean.shape} and {logvar.shape}")
+    b, k = mean.shape
+    example_keys = _example_keys(key, indices)
+    x_rep = jnp.broadcast_to(xb[None], (chunk_size, *xb.shape)).reshape(chunk_size * b, *xb.shape[1:])
+
+    def chunk(log_total: jax.Array, c: jax.Array) -> tuple[jax.Array, None]:
+      sample_ids = c * chunk_size + jnp.arange(chunk_size)
+      keys = jax.vmap(lambda s: jax.vmap(lambda ek: jax.random.fold_in(ek, s))(example_keys))(sample_ids)
+      eps = jax.vmap(jax.vmap(lambda kk: jax.random.normal(kk, (k,), mean.dtype)))(keys)  # (C, B, k)
+      z = mean + jnp.exp(0.5 * logvar) * eps
+      log_px = log_px_given_z(decode_logits(z.reshape(chunk_size * b, k)), x_rep).reshape(chunk_size, b)
+      log_w = log_px + variational.gaussian_log_prob(z) - variational.gaussian_log_prob(z, mean, logvar)
+      log_w = jnp.where((sample_ids < num_samples)[:, None], log_w, -jnp.inf)
+      return jnp.logaddexp(log_total, jax.nn.logsumexp(log_w, axis=0)), None
+
+    log_total, _ = jax.lax.scan(chunk, jnp.full((b,), -jnp.inf, mean.dtype), jnp.arange(num_chunks))
+    return log_total - jnp.log(float(num_samples))
+
+  return _map_batches(batch_fn, (x,), batch_size=batch_size).astype(np.float64)
+
+
+def vae_terms(
+    encode: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+    decode_logits: Callable[[jax.Array], jax.Array],
+    x: ArrayLike,
+    key: jax.Array,
+    *,
+    likelihood: str | LogLikelihood = "bernoulli",
+    batch_size: int = 512,
+) -> dict[str, float]:
+  """Means over x of the one-sample ELBO terms (beta = 1), with the likelihoods of `iwae_log_likelihood`.
+
+  "elbo_reconstruction" is E_q[-log p(x|z)] (one sample, lower is better) and "elbo_kl" the analytic
+  KL(q(z|x) || N(0, I)), so "negative_elbo" = elbo_reconstruction + elbo_kl (nats per example).
+  """
+  x = jnp.asarray(x)
+  _check_nonempty("x", x)
+  log_px_given_z = _log_likelihood(likelihood)
+
+  def batch_fn(xb: jax.Array, indices: jax.Array) -> tuple[jax.Array, jax.Array]:
+    mean, logvar = encode(xb)
+    keys = _example_keys(key, indices)
+    z = jax.vmap(variational.reparameterize)(keys, mean, logvar)
+    return -log_px_given_z(decode_logits(z), xb), variational.kl_standard_normal(mean, logvar)
+
+  rec, kl = _map_batches(batch_fn, (x,), batch_size=batch_size)
+  rec, kl = rec.astype(np.float64), kl.astype(np.float64)
+  return {
+      "negative_elbo": float((rec + kl).mean()),
+      "elbo_reconstruction": float(rec.mean()),
+      "elbo_kl": float(kl.mean()),
+  }
+
+
+def active_units(means: ArrayLike, *, threshold: float = 0.01) -> int:
+  """Number of latent dims u with Var_x(E_q[z_u | x]) > threshold (Burda et al.'s active units).
+
+  `means` is (N, k) posterior means; a dim whose mean ignores x has collapsed to the prior.
+  Uses the population variance (ddof=0).
+  """
+  means = _flat64(means)
+  _check_nonempty("means", means)
+  if threshold < 0:
+    raise ValueError(f"threshold must be non-negative, got {threshold}")
+  return int((means.var(axis=0) > threshold).sum())

@@ -1,0 +1,60 @@
+"""Resuming from a checkpoint reproduces an uninterrupted run; corrupt checkpoints and foreign workdirs."""
+
+import glob
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from ae_jax import config as config_lib
+from ae_jax import train
+from tests.conftest import family_config
+
+
+def _config(num_steps, **overrides):
+  config = family_config("denoising")  # Random noise and data order both have to line up on resume.
+  config.update({"num_steps": num_steps, "num_pictures": 0, **overrides})
+  return config
+
+
+def _assert_same_params(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  return train.train_and_evaluate(_config(40), str(tmp_path_factory.mktemp("full")))
+
+
+def test_resume_matches_an_uninterrupted_run(uninterrupted, tmp_path):
+  train.train_and_evaluate(_config(20), str(tmp_path))  # "Stopped" after 20 steps.
+  resumed = train.train_and_evaluate(_config(40), str(tmp_path))
+  assert [row["step"] for row in resumed["history"]] == [30, 40]  # Only the remaining steps ran.
+  _assert_same_params(resumed["params"], uninterrupted["params"])
+  assert resumed["test"] == pytest.approx(uninterrupted["test"], rel=1e-6)
+  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [r["step"] for r in rows] == [10, 20, 30, 40]
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(uninterrupted, tmp_path, caplog):
+  train.train_and_evaluate(_config(40), str(tmp_path))  # Checkpoints at 20 and 40.
+  for path in glob.glob(str(tmp_path / "checkpoints" / "40" / "**" / "*"), recursive=True):
+    if os.path.isfile(path):
+      with open(path, "wb") as f:
+        f.write(b"garbage")
+  caplog.set_level("WARNING")
+  result = train.train_and_evaluate(_config(40), str(tmp_path))
+  assert "Checkpoint at step 40 cannot be restored" in caplog.text
+  assert [row["step"] for row in result["history"]] == [30, 40]  # Retrained from step 20.
+  _assert_same_params(result["params"], uninterrupted["params"])
+
+
+def test_workdir_with_a_different_run_is_refused_unless_overwrite(tmp_path):
+  train.train_and_evaluate(_config(20), str(tmp_path))
+  with pytest.raises(config_lib.ConfigError, match="different config.*latent_dim.*overwrite"):
+    train.train_and_evaluate(_config(20, latent_dim=3), str(tmp_path))
+  result = train.train_and_evaluate(_config(20, latent_dim=3, overwrite=True), str(tmp_path))
+  assert [row["step"] for row in result["history"]] == [10, 20]  # Started afresh.

@@ -1,0 +1,101 @@
+"""Datasets load to (N, H, W, C) float32 in [0, 1]; bad input raises DataError with a clear message."""
+
+import numpy as np
+import pytest
+
+from ae_jax import data
+
+
+def _write_npz(path, **overrides):
+  rng = np.random.default_rng(0)
+  arrays = {
+      "x_train": rng.integers(0, 256, (20, 6, 6), dtype=np.uint8), "y_train": rng.integers(0, 10, 20),
+      "x_test": rng.integers(0, 256, (8, 6, 6), dtype=np.uint8), "y_test": rng.integers(0, 10, 8),
+  }
+  arrays.update(overrides)
+  np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+  return f"npz:{path}"
+
+
+def test_digits_is_embedded_and_split():
+  ds = data.load("digits")
+  assert ds.train_images.shape == (1797 - 360, 8, 8, 1) and ds.test_images.shape == (360, 8, 8, 1)
+  assert ds.train_images.dtype == np.float32
+  assert ds.train_images.min() == 0.0 and ds.train_images.max() == 1.0
+  assert set(np.unique(ds.test_labels)) == set(range(10))
+  np.testing.assert_array_equal(ds.test_images, data.load("digits").test_images)  # Fixed split.
+
+
+def test_npz_uint8_is_scaled(tmp_path):
+  ds = data.load(_write_npz(tmp_path / "ok.npz"))
+  assert ds.train_images.shape == (20, 6, 6, 1) and ds.example_shape == (6, 6, 1)
+  assert 0.0 <= ds.train_images.min() and ds.train_images.max() <= 1.0
+  assert ds.train_labels.dtype == np.int32
+
+
+def test_npz_vectors_and_float_images(tmp_path):
+  x = np.random.default_rng(0).random((20, 36)).astype(np.float32)
+  ds = data.load(_write_npz(tmp_path / "vec.npz", x_train=x, x_test=x[:8]))
+  assert ds.train_images.shape == (20, 36)
+
+
+def test_binarization(tmp_path):
+  spec = _write_npz(tmp_path / "ok.npz")
+  static = data.load(spec, binarize="static")
+  assert set(np.unique(static.train_images)) <= {0.0, 1.0}
+  dynamic = data.load(spec, binarize="dynamic")
+  assert len(np.unique(dynamic.train_images)) > 2  # Resampled per step in training.
+  assert set(np.unique(dynamic.test_images)) <= {0.0, 1.0}  # Fixed once for evaluation.
+  with pytest.raises(data.DataError, match="unknown binarize"):
+    data.load(spec, binarize="sometimes")
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"y_test": None}, r"lacks keys \['y_test'\]"),
+    ({"x_train": np.zeros((20,), np.uint8)}, "expected \\(N, D\\)"),
+    ({"x_train": np.zeros((20, 6, 6), np.complex64)}, "dtype complex64"),
+    ({"x_train": np.array([["a"] * 6] * 20)}, "dtype <U1"),
+    ({"y_train": np.zeros(19, np.int64)}, "one label per image"),
+    ({"y_train": np.zeros(20, np.float32)}, "integer class labels"),
+    ({"x_train": np.full((20, 6, 6), np.nan, np.float32)}, "NaN"),
+    ({"x_train": np.full((20, 6, 6), 2.0, np.float32)}, r"must lie in \[0, 1\]"),
+    ({"x_train": np.full((20, 6, 6), -0.5, np.float32)}, r"must lie in \[0, 1\]"),
+    ({"x_train": np.full((20, 6, 6), 300, np.int32)}, "0..255"),
+])
+def test_bad_npz(tmp_path, overrides, match):
+  with pytest.raises(data.DataError, match=match):
+    data.load(_write_npz(tmp_path / "bad.npz", **overrides))
+
+
+def test_missing_and_unreadable_files(tmp_path):
+  with pytest.raises(data.DataError, match="not found"):
+    data.load(f"npz:{tmp_path}/nope.npz")
+  (tmp_path / "junk.npz").write_text("not a zip")
+  with pytest.raises(data.DataError, match="cannot read"):
+    data.load(f"npz:{tmp_path}/junk.npz")
+  with pytest.raises(data.DataError, match="needs a path"):
+    data.load("npz:")
+
+
+def test_unknown_dataset_name():
+  with pytest.raises(data.DataError, match="unknown dataset 'no_such_dataset_xyz'.*digits"):
+    data.load("no_such_dataset_xyz")
+
+
+def test_tfds_mock_data():
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=12):
+    ds = data.load("mnist")
+  assert ds.train_images.shape == (12, 28, 28, 1) and ds.test_images.shape == (12, 28, 28, 1)
+  assert ds.train_images.dtype == np.float32 and ds.train_images.max() <= 1.0
+
+
+def test_tfds_without_network_says_how_to_work_offline(tmp_path, monkeypatch):
+  tfds = pytest.importorskip("tensorflow_datasets")
+
+  def no_network(*args, **kwargs):
+    raise ConnectionError("Failed to resolve 'storage.googleapis.com'")
+
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_network)
+  with pytest.raises(data.DataError, match="could not download.*ConnectionError.*data_dir.*npz:PATH"):
+    data.load("mnist", data_dir=str(tmp_path))

@@ -1,0 +1,79 @@
+"""End to end: every family trains on the embedded digits and on tfds mock data; the CLI's errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ae_jax import objectives
+from ae_jax import train
+from tests.conftest import family_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _assert_trained(result, workdir):
+  losses = [row["loss"] for row in result["history"]]
+  assert all(np.isfinite(losses)), losses
+  assert losses[-1] < losses[0], losses
+  assert np.isfinite(result["test"]["loss"])
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [r["step"] for r in rows] == [10, 20, 30, 40]
+  assert {"loss", "loss_rec", "test_loss", "test_loss_rec", "grad_norm"} <= set(rows[-1])
+  assert os.path.exists(result["paths"]["reconstructions"])
+
+
+@pytest.mark.parametrize("family", objectives.FAMILIES)
+def test_family_trains_on_digits(family, tmp_path):
+  result = train.train_and_evaluate(family_config(family), str(tmp_path))
+  _assert_trained(result, str(tmp_path))
+  if family == "vae":
+    assert os.path.exists(result["paths"]["samples"])
+
+
+@pytest.mark.parametrize("family", objectives.FAMILIES)
+def test_family_trains_on_tfds_mock_data(family, tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  config = family_config(family)
+  config.dataset = "mnist"
+  with tfds.testing.mock_data(num_examples=64):
+    result = train.train_and_evaluate(config, str(tmp_path))
+  _assert_trained(result, str(tmp_path))
+
+
+def _cli(*args, cwd=ROOT):
+  return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "train.py"), *args],
+                        cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_cli_trains_on_an_npz_and_reports_outputs(tmp_path):
+  rng = np.random.default_rng(0)
+  np.savez(tmp_path / "d.npz", x_train=rng.integers(0, 256, (64, 8, 8), dtype=np.uint8),
+           y_train=rng.integers(0, 10, 64), x_test=rng.integers(0, 256, (16, 8, 8), dtype=np.uint8),
+           y_test=rng.integers(0, 10, 16))
+  out = _cli("--config=experiments/configs/test.py", "--config.family=sparse", "--config.sparsity=l1",
+             f"--config.dataset=npz:{tmp_path}/d.npz", f"--workdir={tmp_path}/run")
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "metrics.jsonl" in out.stdout and "reconstructions.png" in out.stdout
+  assert os.path.exists(tmp_path / "run" / "hparams.json")
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--config.family=gan"], "--config.family='gan' is not one of"),
+    (["--config.batch_size=-4"], "--config.batch_size=-4 must be a positive int"),
+    (["--config.latent_dim=0"], "--config.latent_dim=0 must be a positive int"),
+    (["--config.dataset=npz:/no/such/file.npz"], "npz file not found"),
+    (["--config=experiments/configs/nope.py"], "bad --config"),
+    (["--config.no_such_key=1"], "no_such_key"),
+    (["--config.learning_rate=fast"], "learning_rate"),
+    (["--bogus_flag"], "bogus_flag"),
+])
+def test_cli_bad_input_is_one_line_and_exit_code_2(args, match, tmp_path):
+  out = _cli("--config=experiments/configs/test.py", *args, f"--workdir={tmp_path}")
+  assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+  errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and match in errors[0], out.stderr[-2000:]
+  assert "Traceback" not in out.stderr
