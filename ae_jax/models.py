@@ -19,15 +19,17 @@ import jax
 import jax.numpy as jnp
 
 from ae_jax import activations
+from ae_jax.losses import sparsity
 
 
 class MLPEncoder(nn.Module):
-  """x -> code_activation(Dense(... activation(Dense(flatten(x))) ...))."""
+  """x -> code_activation(Dense(... activation(Dense(flatten(x))) ...)), or TopK of it if `topk`."""
 
   widths: Sequence[int]
   latent_dim: int
   activation: str = "relu"
   code_activation: str = "linear"
+  topk: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -35,7 +37,17 @@ class MLPEncoder(nn.Module):
     act = activations.get(self.activation)
     for i, width in enumerate(self.widths):
       h = act(nn.Dense(width, name=f"hidden_{i}")(h))
-    return activations.get(self.code_activation)(nn.Dense(self.latent_dim, name="code")(h))
+    return _code(self, nn.Dense(self.latent_dim, name="code")(h))
+
+
+def _code(module: nn.Module, pre: jax.Array) -> jax.Array:
+  """The code from its pre-activation. Under TopK the activated pre-code is sown ("intermediates",
+  "pre_code") so the AuxK loss can pick dead units from it."""
+  pre = activations.get(module.code_activation)(pre)
+  if not module.topk:
+    return pre
+  module.sow("intermediates", "pre_code", pre)
+  return sparsity.topk(pre, k=module.topk)
 
 
 class MLPDecoder(nn.Module):
@@ -62,6 +74,7 @@ class ConvEncoder(nn.Module):
   latent_dim: int
   activation: str = "relu"
   code_activation: str = "linear"
+  topk: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -70,7 +83,7 @@ class ConvEncoder(nn.Module):
     for i, feat in enumerate(self.features):
       h = act(nn.Conv(feat, (3, 3), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
     h = h.reshape(h.shape[0], -1)
-    return activations.get(self.code_activation)(nn.Dense(self.latent_dim, name="code")(h))
+    return _code(self, nn.Dense(self.latent_dim, name="code")(h))
 
 
 class ConvDecoder(nn.Module):
@@ -147,15 +160,19 @@ def build(
     activation: str = "relu",
     code_activation: str = "linear",
     variational: bool = False,
+    topk: int = 0,
 ) -> nn.Module:
   """Builds an `Autoencoder` (or a `VAE` if `variational`) for examples of `input_shape`.
 
   `widths` are the encoder's hidden widths (MLP) or conv features (conv); the decoder mirrors them.
-  Raises ValueError for shapes the architecture cannot handle.
+  `topk` > 0 keeps the k largest codes per example (TopK sparsity). Raises ValueError for shapes the
+  architecture cannot handle.
   """
   activations.get(activation), activations.get(code_activation)  # Fail early on bad names.
   if latent_dim <= 0:
     raise ValueError(f"latent_dim must be positive, got {latent_dim}")
+  if not 0 <= topk <= latent_dim:
+    raise ValueError(f"topk must be in [0, latent_dim={latent_dim}], got {topk}")
   if any(w <= 0 for w in widths):
     raise ValueError(f"widths must all be positive, got {list(widths)}")
   input_shape = tuple(input_shape)
@@ -178,7 +195,16 @@ def build(
     else:
       trunk = ConvEncoder(tuple(widths), last, activation, code_activation=activation)
     return VAE(GaussianEncoder(trunk, latent_dim), dec)
-  return Autoencoder(trunk_cls(tuple(widths), latent_dim, activation, code_activation), dec)
+  return Autoencoder(trunk_cls(tuple(widths), latent_dim, activation, code_activation, topk), dec)
+
+
+def from_config(config, input_shape: Sequence[int]) -> nn.Module:
+  """`build` with the model keys of an experiment config."""
+  topk = config.topk if config.family == "sparse" and config.sparsity == "topk" else 0
+  return build(
+      architecture=config.architecture, input_shape=input_shape, latent_dim=config.latent_dim,
+      widths=tuple(config.widths), activation=config.activation, code_activation=config.code_activation,
+      variational=config.family == "vae", topk=topk)
 
 
 def mlp_layers(encoder_params) -> list[tuple[jax.Array, jax.Array]]:

@@ -84,6 +84,18 @@ def _per_example(fn, keys: jax.Array, *args):
   return jax.vmap(fn)(keys, *args)
 
 
+def _auxk_loss(apply, x, code, logits, aux_code) -> jax.Array:
+  """AuxK (Gao et al. 2024): dead latents learn to reconstruct the residual the live ones leave.
+
+  The residual e = x - x_hat is a constant; its prediction is what adding `aux_code` changes in the
+  decoded image (for a linear decoder, exactly W_dec aux_code as in the paper).
+  """
+  code = jax.lax.stop_gradient(code)
+  residual = x - jax.lax.stop_gradient(jax.nn.sigmoid(logits))
+  decode = lambda z: jax.nn.sigmoid(apply(z, method="decode"))
+  return reconstruction.squared_error(decode(code + aux_code) - decode(code), residual).mean()
+
+
 def build(config, model: nn.Module, *, axis_name: str | None = None) -> LossFn:
   """Returns the loss function of `config.family` for `model`.
 
@@ -95,8 +107,7 @@ def build(config, model: nn.Module, *, axis_name: str | None = None) -> LossFn:
     raise ValueError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
   rec_term = functools.partial(reconstruction.from_logits, kind=config.reconstruction)
   extra = parse_extra_terms(config.extra_terms)
-  mlp_encoder = config.architecture == "mlp" and family != "vae"
-  encoder_activations = (*[config.activation] * len(config.widths), config.code_activation)
+  mlp_encoder = isinstance(getattr(model, "encoder", None), models.MLPEncoder)
 
   def loss_fn(params, batch, keys):
     x = batch["image"]
@@ -116,7 +127,7 @@ def build(config, model: nn.Module, *, axis_name: str | None = None) -> LossFn:
       per_example = variational.negative_elbo(rec, kl, beta=config.beta)
       terms["loss_kl"] = kl.mean()
     else:
-      code, logits = apply(x_in)
+      (code, logits), state = apply(x_in, mutable=["intermediates"])
       rec = rec_term(logits, x)
       per_example = rec
     terms["loss_rec"] = rec.mean()
@@ -127,17 +138,23 @@ def build(config, model: nn.Module, *, axis_name: str | None = None) -> LossFn:
         penalty = sparsity.l1(code).mean()
       elif config.sparsity == "kl":
         penalty = sparsity.kl_divergence(code, rho=config.rho, axis_name=axis_name).sum()
+      elif config.sparsity == "topk":  # TopK is in the model; AuxK revives the dead units.
+        dead = sparsity.dead_units(code, axis_name=axis_name)
+        aux = sparsity.auxk_code(state["intermediates"]["encoder"]["pre_code"][0], dead, k=config.auxk)
+        penalty = jnp.where(dead.any(), _auxk_loss(apply, x, code, logits, aux), 0.0)
+        terms["dead_fraction"] = dead.mean()
       else:
-        raise ValueError(f"unknown sparsity {config.sparsity!r}; choose 'l1' or 'kl'")
-      terms[f"loss_{config.sparsity}"] = penalty
-      loss = loss + config.sparsity_weight * penalty
+        raise ValueError(f"unknown sparsity {config.sparsity!r}; choose 'l1', 'kl' or 'topk'")
+      name = "auxk" if config.sparsity == "topk" else config.sparsity
+      terms[f"loss_{name}"] = penalty
+      loss = loss + (config.auxk_weight if config.sparsity == "topk" else config.sparsity_weight) * penalty
 
     forward = Forward(model, params, x, x_in, code, logits, keys)
     if family == "contractive":
       layers = models.mlp_layers(params["encoder"]) if mlp_encoder else None
       penalty = contractive.penalty(
           forward.encode, x, path=config.contractive_path, layers=layers,
-          activations=encoder_activations if mlp_encoder else None,
+          activations=contractive.mlp_activations(model.encoder) if mlp_encoder else None,
           key=keys[0] if config.contractive_path == "stochastic" else None).mean()
       terms["loss_contractive"] = penalty
       loss = loss + config.contractive_weight * penalty

@@ -165,3 +165,23 @@ def test_negative_elbo_and_beta():
 
 def test_gaussian_log_prob_known_value():
   np.testing.assert_allclose(variational.gaussian_log_prob(jnp.zeros((1, 2))), [-np.log(2 * np.pi)], rtol=1e-6)
+
+
+# --- TopK and AuxK ----------------------------------------------------------------------------
+
+def test_topk_keeps_the_k_largest_after_relu():
+  pre = jnp.array([[3.0, -1.0, 2.0, 0.5], [-2.0, -1.0, -3.0, 4.0]])
+  np.testing.assert_allclose(jax.jit(lambda p: sparsity.topk(p, k=2))(pre), [[3.0, 0, 2.0, 0], [0, 0, 0, 4.0]])
+  grad = jax.grad(lambda p: sparsity.topk(p, k=2).sum())(pre)
+  np.testing.assert_allclose(grad, [[1, 0, 1, 0], [0, 0, 0, 1]])  # Only kept, positive units learn.
+  with pytest.raises(ValueError, match="k must be"):
+    sparsity.topk(pre, k=5)
+
+
+def test_dead_units_and_auxk_code():
+  code = jnp.array([[1.0, 0.0, 0.0, 2.0], [0.5, 0.0, 0.0, 0.0]])
+  dead = sparsity.dead_units(code)
+  np.testing.assert_array_equal(dead, [False, True, True, False])
+  pre = jnp.array([[9.0, 0.3, 0.7, 9.0], [9.0, -1.0, 0.2, 9.0]])
+  np.testing.assert_allclose(sparsity.auxk_code(pre, dead, k=1), [[0, 0, 0.7, 0], [0, 0, 0.2, 0]])
+  np.testing.assert_allclose(sparsity.auxk_code(pre, dead, k=2), [[0, 0.3, 0.7, 0], [0, 0, 0.2, 0]])

@@ -107,3 +107,34 @@ def test_unknown_family():
   config.family = "adversarial"
   with pytest.raises(ValueError, match="unknown family"):
     objectives.build(config, model)
+
+
+def _topk_setup(**overrides):
+  config = family_config("sparse")
+  config.update({"sparsity": "topk", "code_activation": "linear", "latent_dim": 12, "topk": 3, "auxk": 4,
+                 **overrides})
+  model = models.from_config(config, (8, 8, 1))
+  params = models.init(model, jax.random.key(0), (8, 8, 1))
+  batch = {"image": jax.random.uniform(jax.random.key(1), (6, 8, 8, 1)), "label": jnp.zeros(6, jnp.int32)}
+  return config, model, params, batch, jax.random.split(jax.random.key(2), 6)
+
+
+def test_topk_code_has_k_active_units_and_auxk_revives_dead_ones():
+  config, model, params, batch, keys = _topk_setup()
+  code = model.apply({"params": params}, batch["image"], method="encode")
+  assert np.all(np.sum(np.asarray(code) > 0, axis=1) <= 3)
+  loss, terms = objectives.build(config, model)(params, batch, keys)
+  assert terms["dead_fraction"] > 0 and terms["loss_auxk"] > 0
+  np.testing.assert_allclose(loss, terms["loss_rec"] + config.auxk_weight * terms["loss_auxk"], rtol=1e-6)
+  # The AuxK gradient reaches the dead units' encoder weights, which the main loss never touches.
+  dead = np.asarray(np.sum(np.asarray(code) > 0, axis=0) == 0)
+  grad_aux = jax.grad(lambda p: objectives.build(config, model)(p, batch, keys)[1]["loss_auxk"])(params)
+  assert np.abs(np.asarray(grad_aux["encoder"]["code"]["kernel"])[:, dead]).sum() > 0
+
+
+def test_auxk_is_exactly_zero_without_dead_units():
+  config, model, params, batch, keys = _topk_setup(latent_dim=3, topk=3)  # Every unit can fire...
+  params = jax.tree.map(lambda p: p, params)
+  params["encoder"]["code"]["bias"] = jnp.full(3, 100.0)  # ...and does, for every example.
+  _, terms = objectives.build(config, model)(params, batch, keys)
+  assert terms["dead_fraction"] == 0 and terms["loss_auxk"] == 0

@@ -1,4 +1,4 @@
-"""Sparsity penalties on code activations.
+"""Sparsity of code activations: L1 and KL penalties, and TopK with its AuxK revival of dead units.
 
 `l1` is per example. `kl_divergence` compares each unit's *batch-mean* activation with a target rate
 rho, so it is a per-unit quantity: under data parallelism pass `axis_name` so the mean is taken over
@@ -40,3 +40,32 @@ def kl_divergence(
   if axis_name is not None:
     rho_hat = lax.pmean(rho_hat, axis_name)
   return bernoulli_kl(rho, jnp.clip(rho_hat, eps, 1.0 - eps))
+
+
+def topk(pre: ArrayLike, *, k: int) -> jax.Array:
+  """TopK activation (Gao et al. 2024): relu of the k largest pre-activations per example, 0 elsewhere.
+
+  Ties at the k-th value may keep a few more than k units; gradients flow to the kept units only.
+  """
+  pre = jnp.asarray(pre)
+  if not 0 < k <= pre.shape[-1]:
+    raise ValueError(f"k must be in [1, {pre.shape[-1]}] (the code size), got {k}")
+  kth = lax.top_k(pre, k)[0][..., -1:]
+  return jnp.where(pre >= kth, jax.nn.relu(pre), 0.0)
+
+
+def dead_units(code: ArrayLike, *, axis_name: str | None = None) -> jax.Array:
+  """Units that fired for no example of the (global) batch, shape (k,) bool."""
+  fired = jnp.any(jnp.asarray(code) > 0, axis=0).astype(jnp.float32)
+  if axis_name is not None:
+    fired = lax.pmax(fired, axis_name)
+  return fired == 0
+
+
+def auxk_code(pre: ArrayLike, dead: ArrayLike, *, k: int) -> jax.Array:
+  """The TopK code restricted to `dead` units (AuxK): what the dead latents would add if they fired."""
+  pre = jnp.asarray(pre)
+  k = min(k, pre.shape[-1])
+  masked = jnp.where(dead, pre, -jnp.inf)
+  kth = lax.top_k(masked, k)[0][..., -1:]
+  return jnp.where(dead & (masked >= kth), jax.nn.relu(pre), 0.0)

@@ -2,6 +2,7 @@
 
   python experiments/train.py --config=experiments/configs/sparse.py --workdir=runs/sparse
   # L1 instead of KL: add --config.sparsity=l1 --config.code_activation=relu
+  # TopK (16 of 128 units active) with AuxK: add --config.sparsity=topk --config.code_activation=linear
 """
 
 from configs import default  # experiments/ is on sys.path when train.py runs
