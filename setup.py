@@ -10,7 +10,7 @@ setuptools.setup(
     python_requires=">=3.11",
     install_requires=[
         "jax>=0.10", "flax>=0.12", "optax", "chex", "absl-py", "ml_collections", "orbax-checkpoint",
-        "clu", "numpy", "scikit-learn", "pillow", "matplotlib", "tensorflow-datasets",
+        "clu", "numpy", "scikit-learn", "threadpoolctl", "pillow", "matplotlib", "tensorflow-datasets",
     ],
     extras_require={"test": ["pytest"]},
 )

@@ -18,7 +18,7 @@ from ae_jax import config as config_lib
 CONFIG_FILE = "run_config.json"
 # Keys that may change between the runs that share a workdir: they do not change the trajectory.
 RESUMABLE_KEYS = frozenset({"num_steps", "log_every", "eval_every", "checkpoint_every", "num_pictures",
-                            "overwrite", "data_dir"})
+                            "iwae_samples", "overwrite", "data_dir", "data_placement"})
 
 
 class Checkpointer:

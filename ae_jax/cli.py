@@ -57,14 +57,19 @@ def clear_errors():
 
 
 def report(result: dict[str, Any], workdir: str) -> None:
-  """Prints the final metrics and where every output file is."""
+  """Prints the final losses, the test-split evaluation table, and where every output file is."""
+  # Imported here: it loads JAX, which the entry points keep off the fast path of a bad flag.
+  from ae_jax import report as report_lib  # pylint: disable=g-import-not-at-top
+
   lines = ["", f"Final metrics (step {result['history'][-1]['step'] if result['history'] else 0}):"]
   for split in ("train", "test"):
     for name, value in sorted(result[split].items()):
       if name.startswith("loss"):
         lines.append(f"  {split:5s} {name:24s} {value:.4f}")
+  if result.get("eval"):
+    lines += ["", "Evaluation on the test split:", report_lib.format_table(result["eval"]), ""]
   lines.append(f"Outputs in {os.path.abspath(workdir)}:")
-  lines.append(f"  metrics      {os.path.join(workdir, 'metrics.jsonl')}")
-  for name, path in sorted(result["paths"].items()):
-    lines.append(f"  {name:12s} {path}")
+  outputs = {"metrics": os.path.join(workdir, "metrics.jsonl"), **dict(sorted(result["paths"].items()))}
+  width = max(map(len, outputs))
+  lines.extend(f"  {name:{width}s}  {path}" for name, path in outputs.items())
   print("\n".join(lines))

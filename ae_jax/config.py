@@ -8,7 +8,7 @@ from ae_jax.losses import reconstruction
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 ARCHITECTURES = ("mlp", "conv")
-SPARSITY = ("l1", "kl")
+SPARSITY = ("l1", "kl", "topk")
 CONTRACTIVE_PATHS = ("auto", "jacfwd", "jacrev", "mlp", "stochastic")
 
 
@@ -34,9 +34,11 @@ def validate(config) -> None:
   _choice(config, "optimizer", OPTIMIZERS)
   _choice(config, "reconstruction", reconstruction.KINDS)
   _choice(config, "binarize", data.BINARIZE)
+  _choice(config, "data_placement", ("auto", "device", "stream"))
   _choice(config, "activation", activations.NAMES)
   _choice(config, "code_activation", activations.NAMES)
-  for key in ("batch_size", "num_steps", "latent_dim", "log_every", "eval_every", "checkpoint_every"):
+  for key in ("batch_size", "num_steps", "latent_dim", "log_every", "eval_every", "checkpoint_every",
+              "iwae_samples"):
     _positive(config, key)
   _positive(config, "learning_rate", float)
   if not isinstance(config.seed, int):
@@ -62,6 +64,14 @@ def validate(config) -> None:
     _choice(config, "sparsity", SPARSITY)
     if config.sparsity_weight < 0:
       raise ConfigError(f"--config.sparsity_weight={config.sparsity_weight} must be >= 0")
+    if config.sparsity == "topk":
+      if not 0 < config.topk <= config.latent_dim:
+        raise ConfigError(f"--config.topk={config.topk} must be in [1, latent_dim={config.latent_dim}]")
+      if config.auxk <= 0 or config.auxk_weight < 0:
+        raise ConfigError(f"--config.auxk={config.auxk} must be positive and --config.auxk_weight >= 0")
+      if config.code_activation not in ("linear", "relu"):
+        raise ConfigError("--config.sparsity=topk applies its own ReLU to the top k codes: set "
+                          "--config.code_activation=linear")
     if config.sparsity == "kl":
       if not 0 < config.rho < 1:
         raise ConfigError(f"--config.rho={config.rho} must be in (0, 1)")

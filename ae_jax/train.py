@@ -9,7 +9,9 @@ the host only sees metrics at log and eval intervals.
 """
 
 from collections.abc import Callable
+import concurrent.futures
 import functools
+import json
 import os
 import time
 from typing import Any
@@ -30,7 +32,7 @@ from ae_jax import config as config_lib
 from ae_jax import data
 from ae_jax import models
 from ae_jax import objectives
-from ae_jax import pictures
+from ae_jax import report
 from ae_jax import writers
 
 AXIS = "data"
@@ -120,25 +122,116 @@ def make_train_chunk(step_fn: StepFn, *, num_examples: int, batch_size: int, len
   """
   steps_per_epoch = num_examples // batch_size
 
-  def permutation(data_key, step):
-    return jax.random.permutation(jax.random.fold_in(data_key, step // steps_per_epoch), num_examples)
+  def permutation(key, step):
+    return epoch_permutation(key, step // steps_per_epoch, num_examples)
 
   @functools.partial(jax.jit, donate_argnums=0)
   def chunk(state: TrainState, key, images, labels):
-    data_key, step_key = jax.random.split(key)
+    step_key = jax.random.split(key)[1]
 
     def body(carry, _):
       state, perm = carry
       pos = state.step % steps_per_epoch
-      perm = lax.cond(pos == 0, lambda: permutation(data_key, state.step), lambda: perm)
+      perm = lax.cond(pos == 0, lambda: permutation(key, state.step), lambda: perm)
       idx = lax.dynamic_slice_in_dim(perm, pos * batch_size, batch_size)
       state, metrics = step_fn(state, {"image": images[idx], "label": labels[idx]}, step_key)
       return (state, perm), metrics
 
-    (state, _), metrics = lax.scan(body, (state, permutation(data_key, state.step)), length=length)
+    (state, _), metrics = lax.scan(body, (state, permutation(key, state.step)), length=length)
     return state, metrics
 
   return chunk
+
+
+def epoch_permutation(key: jax.Array, epoch, num_examples: int) -> jax.Array:
+  """The order of the training examples in `epoch`, a pure function of (run key, epoch).
+
+  Both feeds use it (on-device gathers, host streaming), so they train on identical batches.
+  """
+  data_key = jax.random.split(key)[0]
+  return jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
+
+
+def make_stream_chunk(step_fn: StepFn):
+  """Like `make_train_chunk`, for batches streamed from the host: `(state, key, images, labels)` with
+  images of shape (length, batch, ...), as `HostFeeder` makes them."""
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def chunk(state: TrainState, key, images, labels):
+    step_key = jax.random.split(key)[1]
+    return lax.scan(lambda st, batch: step_fn(st, batch, step_key), state, {"image": images, "label": labels})
+
+  return chunk
+
+
+class DeviceFeed:
+  """Trains on a dataset held on the device: `run` is one `make_train_chunk` call (compiled per length)."""
+
+  def __init__(self, step_fn: StepFn, images: np.ndarray, labels: np.ndarray, key: jax.Array, *,
+               batch_size: int, mesh: Mesh):
+    replicated = NamedSharding(mesh, P())
+    self._images, self._labels = jax.device_put(images, replicated), jax.device_put(labels, replicated)
+    self._step_fn, self._key, self._batch_size, self._chunks = step_fn, key, batch_size, {}
+
+  def run(self, state: TrainState, step: int, length: int, next_length: int = 0):
+    del step, next_length  # The chunk reads the step from the state and needs no prefetch.
+    if length not in self._chunks:
+      self._chunks[length] = make_train_chunk(self._step_fn, num_examples=len(self._images),
+                                              batch_size=self._batch_size, length=length)
+    return self._chunks[length](state, self._key, self._images, self._labels)
+
+  def close(self) -> None:
+    pass
+
+
+class HostFeed:
+  """Trains on a dataset streamed from host memory, in `DeviceFeed`'s order, one chunk ahead.
+
+  While the device trains on one chunk, a background thread gathers the next (length, batch, ...)
+  block and copies it to the devices, sharded over the batch axis.
+  """
+
+  def __init__(self, step_fn: StepFn, images: np.ndarray, labels: np.ndarray, key: jax.Array, *,
+               batch_size: int, mesh: Mesh):
+    self._images, self._labels, self._key, self._batch_size = images, labels, key, batch_size
+    self._steps_per_epoch = len(images) // batch_size
+    self._sharding = NamedSharding(mesh, P(None, AXIS))
+    self._chunk = make_stream_chunk(step_fn)
+    self._permutation = jax.jit(epoch_permutation, static_argnums=2)
+    self._perms: dict[int, np.ndarray] = {}
+    self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    self._pending = None
+
+  def _indices(self, step: int) -> np.ndarray:
+    epoch, pos = divmod(step, self._steps_per_epoch)
+    if epoch not in self._perms:  # Keep this epoch's order and the previous one's.
+      self._perms = {epoch: np.asarray(self._permutation(self._key, epoch, len(self._images))),
+                     **{e: p for e, p in self._perms.items() if e == epoch - 1}}
+    return self._perms[epoch][pos * self._batch_size:(pos + 1) * self._batch_size]
+
+  def _build(self, step: int, length: int):
+    idx = np.stack([self._indices(s) for s in range(step, step + length)])
+    return jax.device_put(self._images[idx], self._sharding), jax.device_put(self._labels[idx], self._sharding)
+
+  def run(self, state: TrainState, step: int, length: int, next_length: int = 0):
+    if self._pending is not None and self._pending[:2] == (step, length):
+      images, labels = self._pending[2].result()
+    else:
+      images, labels = self._build(step, length)
+    self._pending = None
+    if next_length:
+      self._pending = (step + length, next_length, self._pool.submit(self._build, step + length, next_length))
+    return self._chunk(state, self._key, images, labels)
+
+  def close(self) -> None:
+    self._pool.shutdown(wait=True)
+
+
+def data_fits_on_device(num_bytes: int, *, fraction: float = 0.25) -> bool:
+  """Whether a dataset of `num_bytes` should live on the device (accelerators report their memory)."""
+  stats = jax.devices()[0].memory_stats() or {}
+  limit = stats.get("bytes_limit")
+  return limit is None or num_bytes <= fraction * limit
 
 
 def make_evaluate(loss_fn: objectives.LossFn, *, batch_size: int = 500):
@@ -173,10 +266,7 @@ def _check_finite(metrics: dict[str, np.ndarray], first_step: int) -> None:
 
 
 def _model_from_config(config, example_shape) -> Any:
-  return models.build(
-      architecture=config.architecture, input_shape=example_shape, latent_dim=config.latent_dim,
-      widths=tuple(config.widths), activation=config.activation, code_activation=config.code_activation,
-      variational=config.family == "vae")
+  return models.from_config(config, example_shape)
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
@@ -206,12 +296,13 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   optimizer = make_optimizer(config)
   replicated = NamedSharding(mesh, P())
   state = jax.device_put(init_state(models.init(model, init_key, ds.example_shape), optimizer), replicated)
-  images = jax.device_put(ds.train_images, replicated)
-  labels = jax.device_put(ds.train_labels, replicated)
 
   step_fn = make_train_step(objectives.build(config, model, axis_name=AXIS), optimizer, mesh,
                             dynamic_binarize=config.binarize == "dynamic")
-  chunks = {}
+  on_device = config.data_placement == "device" or (
+      config.data_placement == "auto" and data_fits_on_device(ds.train_images.nbytes))
+  feed = (DeviceFeed if on_device else HostFeed)(
+      step_fn, ds.train_images, ds.train_labels, train_key, batch_size=config.batch_size, mesh=mesh)
   evaluate = make_evaluate(objectives.build(config, model))
 
   checkpoints.prepare_workdir(workdir, config)
@@ -233,10 +324,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   try:
     while step < config.num_steps:
       length = min(config.log_every - step % config.log_every, config.num_steps - step)
-      if length not in chunks:
-        chunks[length] = make_train_chunk(step_fn, num_examples=num_train, batch_size=config.batch_size,
-                                          length=length)
-      state, metrics = chunks[length](state, train_key, images, labels)
+      next_length = min(config.log_every, config.num_steps - step - length)
+      state, metrics = feed.run(state, step, length, next_length)
       metrics = jax.device_get(metrics)
       _check_finite(metrics, step)
       step += length
@@ -255,29 +344,22 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   finally:
     writer.flush()
     checkpointer.close()
+    feed.close()
   if not test_metrics:  # Resumed a finished run: evaluate what was restored.
     test_metrics = evaluate(state.params, ds.test_images, ds.test_labels, eval_key)
 
-  paths = _save_pictures(config, model, state.params, ds, workdir, eval_key)
+  report_key = jax.random.fold_in(eval_key, 1)  # eval_key itself drew the test losses' noise.
+  eval_metrics = report.evaluate_model(config, model, state.params, ds, report_key)
+  writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
+  writer.flush()
+  jsonl = os.path.join(workdir, "metrics.jsonl")
+  curves = writers.read_jsonl(jsonl) if os.path.exists(jsonl) else history  # Includes resumed steps.
+  paths = report.save_pictures(config, model, state.params, ds, workdir, report_key, curves)
+  if jax.process_index() == 0:
+    paths["eval"] = os.path.join(workdir, "eval.json")
+    with open(paths["eval"], "w", encoding="utf-8") as f:
+      json.dump({"step": step, **eval_metrics}, f, indent=2, allow_nan=True)
   writer.close()
-  return {"train": train_metrics, "test": test_metrics, "history": history, "paths": paths,
-          "params": state.params}
+  return {"train": train_metrics, "test": test_metrics, "eval": eval_metrics, "history": history,
+          "paths": paths, "params": state.params}
 
-
-def _save_pictures(config, model, params, ds: data.Dataset, workdir: str, key) -> dict[str, str]:
-  """Test originals over their reconstructions (and VAE prior samples), as PNG grids."""
-  n = min(config.num_pictures, len(ds.test_images))
-  if n == 0 or jax.process_index() > 0:
-    return {}
-  apply = jax.jit(functools.partial(model.apply, method="decode"))
-  x = ds.test_images[:n]
-  encoded = model.apply({"params": params}, x, method="encode")
-  code = encoded[0] if config.family == "vae" else encoded
-  recon = jax.nn.sigmoid(apply({"params": params}, code))
-  paths = {"reconstructions": pictures.save_rows(os.path.join(workdir, "reconstructions.png"),
-                                                 [x, np.asarray(recon)])}
-  if config.family == "vae":
-    z = jax.random.normal(key, (n, config.latent_dim))
-    samples = np.asarray(jax.nn.sigmoid(apply({"params": params}, z)))
-    paths["samples"] = pictures.save_rows(os.path.join(workdir, "samples.png"), [samples])
-  return paths

@@ -20,7 +20,8 @@ def family_config(family: str):
 
   base = importlib.import_module(f"configs.{family}").get_config()
   tiny = test_config.get_config()
-  for key in ("widths", "batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every", "num_pictures"):
+  for key in ("widths", "batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every", "num_pictures",
+              "iwae_samples"):
     base[key] = tiny[key]
   base.latent_dim = min(base.latent_dim, 16)
   return base

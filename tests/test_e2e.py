@@ -15,23 +15,44 @@ from tests.conftest import family_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _assert_trained(result, workdir):
+def _assert_trained(result, workdir, family):
   losses = [row["loss"] for row in result["history"]]
   assert all(np.isfinite(losses)), losses
   assert losses[-1] < losses[0], losses
   assert np.isfinite(result["test"]["loss"])
-  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  all_rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  rows = [r for r in all_rows if "loss" in r]
   assert [r["step"] for r in rows] == [10, 20, 30, 40]
   assert {"loss", "loss_rec", "test_loss", "test_loss_rec", "grad_norm"} <= set(rows[-1])
   assert os.path.exists(result["paths"]["reconstructions"])
+  _assert_evaluated(result, workdir, all_rows[-1], family)
+
+
+def _assert_evaluated(result, workdir, eval_row, family):
+  """The end-of-run evaluation: finite, in metrics.jsonl (as eval/*) and eval.json, IWAE >= ELBO."""
+  metrics = result["eval"]
+  expected = {"mse", "sse", "pca_mse", "pca_sse", "jacobian_frobenius_sq", "latent_sensitivity", "l0",
+              "l0_threshold", "mean_activation", "dead_fraction", "fraction_variance_explained",
+              "psnr_gain/masking_0.25", "psnr_gain/gaussian_0.3"}
+  if family == "vae":
+    expected |= {"negative_elbo", "elbo_reconstruction", "elbo_kl", "log_likelihood", "active_units"}
+    # IWAE (20 samples) tightens the one-sample ELBO; 1 nat covers the Monte Carlo noise of both.
+    assert metrics["log_likelihood"] >= -metrics["negative_elbo"] - 1.0, metrics
+  assert expected <= set(metrics), expected - set(metrics)
+  assert all(np.isfinite(v) for v in metrics.values()), metrics
+  assert eval_row["step"] == 40 and eval_row["eval/mse"] == pytest.approx(metrics["mse"])
+  with open(os.path.join(workdir, "eval.json"), encoding="utf-8") as f:
+    assert json.load(f)["mse"] == pytest.approx(metrics["mse"])
 
 
 @pytest.mark.parametrize("family", objectives.FAMILIES)
 def test_family_trains_on_digits(family, tmp_path):
   result = train.train_and_evaluate(family_config(family), str(tmp_path))
-  _assert_trained(result, str(tmp_path))
-  if family == "vae":
-    assert os.path.exists(result["paths"]["samples"])
+  _assert_trained(result, str(tmp_path), family)
+  assert 0 <= result["eval"]["probe_accuracy"] <= 1 and result["eval"]["probe_accuracy_pixels"] > 0.8
+  expected = {"reconstructions", "denoising", "latent_scatter", "curves", "eval"}
+  expected |= {"vae": {"samples", "interpolations"}, "sparse": {"filters"}}.get(family, set())
+  assert set(result["paths"]) == expected and all(os.path.exists(p) for p in result["paths"].values())
 
 
 @pytest.mark.parametrize("family", objectives.FAMILIES)
@@ -41,7 +62,7 @@ def test_family_trains_on_tfds_mock_data(family, tmp_path):
   config.dataset = "mnist"
   with tfds.testing.mock_data(num_examples=64):
     result = train.train_and_evaluate(config, str(tmp_path))
-  _assert_trained(result, str(tmp_path))
+  _assert_trained(result, str(tmp_path), family)
 
 
 def _cli(*args, cwd=ROOT):
@@ -55,7 +76,8 @@ def test_cli_trains_on_an_npz_and_reports_outputs(tmp_path):
            y_train=rng.integers(0, 10, 64), x_test=rng.integers(0, 256, (16, 8, 8), dtype=np.uint8),
            y_test=rng.integers(0, 10, 16))
   out = _cli("--config=experiments/configs/test.py", "--config.family=sparse", "--config.sparsity=l1",
-             f"--config.dataset=npz:{tmp_path}/d.npz", f"--workdir={tmp_path}/run")
+             f"--config.dataset=npz:{tmp_path}/d.npz", "--config.data_placement=stream",
+             f"--workdir={tmp_path}/run")
   assert out.returncode == 0, out.stderr[-2000:]
   assert "metrics.jsonl" in out.stdout and "reconstructions.png" in out.stdout
   assert os.path.exists(tmp_path / "run" / "hparams.json")

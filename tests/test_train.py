@@ -13,8 +13,8 @@ from tests.conftest import family_config
 NUM_EXAMPLES = 64
 
 
-def _run(family, devices, *, chunks=(3, 3), **overrides):
-  """Trains `sum(chunks)` steps of `family` on random images with `devices`; returns (params, metrics)."""
+def _run(family, devices, *, chunks=(3, 3), feed=train.DeviceFeed, **overrides):
+  """Trains `sum(chunks)` steps of `family` on random images with `devices`; returns (state, metrics)."""
   config = family_config(family)
   config.update({"batch_size": 16, "learning_rate": 1e-2, **overrides})
   model = models.build(architecture="mlp", input_shape=(8, 8, 1), latent_dim=config.latent_dim,
@@ -25,13 +25,15 @@ def _run(family, devices, *, chunks=(3, 3), **overrides):
   state = train.init_state(models.init(model, jax.random.key(0), (8, 8, 1)), optimizer)
   step = train.make_train_step(objectives.build(config, model, axis_name=train.AXIS), optimizer, mesh,
                                dynamic_binarize=config.binarize == "dynamic")
-  images = jax.random.uniform(jax.random.key(1), (NUM_EXAMPLES, 8, 8, 1))
-  labels = jnp.zeros(NUM_EXAMPLES, jnp.int32)
-  metrics = []
-  for length in chunks:
-    chunk = train.make_train_chunk(step, num_examples=NUM_EXAMPLES, batch_size=16, length=length)
-    state, m = chunk(state, jax.random.key(2), images, labels)
+  images = np.asarray(jax.random.uniform(jax.random.key(1), (NUM_EXAMPLES, 8, 8, 1)))
+  labels = np.zeros(NUM_EXAMPLES, np.int32)
+  feed = feed(step, images, labels, jax.random.key(2), batch_size=16, mesh=mesh)
+  metrics, done = [], 0
+  for i, length in enumerate(chunks):
+    state, m = feed.run(state, done, length, chunks[i + 1] if i + 1 < len(chunks) else 0)
     metrics.append(m)
+    done += length
+  feed.close()
   return state, jax.tree.map(lambda *m: np.concatenate(m), *metrics)
 
 
@@ -72,3 +74,11 @@ def test_metrics_include_norms_and_the_loss_decreases():
 def test_non_finite_loss_fails_loudly():
   with pytest.raises(train.TrainingError, match="loss became nan at step 2"):
     train._check_finite({"loss": np.array([1.0, np.nan, np.inf])}, first_step=0)  # pylint: disable=protected-access
+
+
+def test_streaming_from_the_host_trains_on_the_same_batches_as_the_device_feed():
+  # 64 examples / batch 16 = 4 steps per epoch: chunks of 3, 3 and 2 cross two epoch boundaries.
+  device, _ = _run("denoising", jax.devices()[:4], chunks=(3, 3, 2))
+  host, _ = _run("denoising", jax.devices()[:4], chunks=(3, 3, 2), feed=train.HostFeed)
+  for x, y in zip(jax.tree.leaves(device.params), jax.tree.leaves(host.params)):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)

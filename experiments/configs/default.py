@@ -16,6 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.dataset = "digits"
   c.data_dir = ""  # tensorflow-datasets data_dir; "" uses tfds' default.
   c.binarize = "none"  # none | static (x > 0.5) | dynamic (Bernoulli resampled every step)
+  c.data_placement = "auto"  # auto | device (gathered on device) | stream (from host, prefetched)
 
   # Model.
   c.architecture = "mlp"  # mlp | conv
@@ -26,9 +27,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.reconstruction = "bernoulli"  # bernoulli | squared_error | gaussian
 
   # Family hyperparameters (only the running family's are read).
-  c.sparsity = "l1"  # l1 | kl
-  c.sparsity_weight = 1e-3
-  c.rho = 0.05
+  c.sparsity = "l1"  # l1 | kl | topk
+  c.sparsity_weight = 1e-3  # Weight of the L1 or KL penalty.
+  c.rho = 0.05  # KL's target mean activation.
+  c.topk = 16  # TopK: active units per example.
+  c.auxk = 64  # AuxK: dead units asked to model the residual.
+  c.auxk_weight = 1 / 32
   c.noise = "masking"  # gaussian | masking | salt_and_pepper
   c.noise_level = 0.25  # sigma for gaussian, the corrupted fraction otherwise
   c.contractive_weight = 0.1
@@ -50,6 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.log_every = 250
   c.eval_every = 1000
   c.num_pictures = 16
+  c.iwae_samples = 1000  # VAE: importance samples per test image for the log-likelihood.
   c.checkpoint_every = 1000  # Also saved at the end; rerunning with the same --workdir resumes.
   c.overwrite = False  # True: discard a run with a different config found in --workdir.
   return c

@@ -16,4 +16,5 @@ def get_config():
   c.eval_every = 20
   c.checkpoint_every = 20
   c.num_pictures = 4
+  c.iwae_samples = 20
   return c
