@@ -38,7 +38,7 @@ KEY_IDEAS = {
             "the KL)", "generating new samples, or a smooth, structured latent space"),
 }
 COLUMNS = ("family", "recon MSE", "PCA MSE (k)", "probe acc", "PSNR gain mask 25%", "PSNR gain Gauss 0.3",
-           "‖J‖²_F", "L0 / k", "dead", "−ELBO / log p(x)", "key idea", "main use")
+           "‖J‖²_F", "L0 / k", "dead", "ELBO / log p(x)", "key idea", "main use")
 NA = "—"
 
 _EXPERIMENTS = os.path.dirname(os.path.abspath(__file__))
@@ -105,7 +105,7 @@ def caption(results: dict[str, dict[str, Any]], configs: dict[str, Any], dataset
       "‖J‖²_F: squared Frobenius norm of the encoder Jacobian (code w.r.t. input), test-set mean.",
       "L0: code units on per image, of k: |z| above the threshold in brackets (10% of full scale for "
       "sigmoid codes); dead: fraction of units on for no test image.",
-      f"−ELBO / log p(x): VAE only, nats per image; log p(x) is the IWAE estimate with "
+      f"ELBO / log p(x): VAE only, nats per image; log p(x) is the IWAE estimate with "
       f"{vae.iwae_samples if vae else NA} samples (≥ ELBO).",
   ]
   lines += [f"{f}: training failed." for f, r in results.items() if r is None]

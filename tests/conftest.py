@@ -2,10 +2,20 @@
 
 import os
 import sys
+import tempfile
 
 import jax
 
 jax.config.update("jax_num_cpu_devices", 4)  # Before any JAX computation initialises the backend.
+# Tests build many identical programs from fresh closures (one per run, per family); a persistent
+# compilation cache lets every repeat skip XLA compilation, which dominates the suite's time on a CPU.
+_CACHE = os.environ.get("AE_JAX_TEST_COMPILATION_CACHE") or os.path.join(
+    tempfile.gettempdir(), f"ae_jax_test_xla_cache_{os.getuid()}")
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+# Test programs are tiny: compiling them fast matters, running them fast does not (halves the suite).
+jax.config.update("jax_disable_most_optimizations", True)
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 

@@ -23,7 +23,7 @@ def test_compare_writes_one_row_per_family(tmp_path):
           and not line.startswith("| ---")]
   assert [row.split(" | ")[0][2:] for row in rows] == list(objectives.FAMILIES)
   assert all(row.count(" | ") == len(compare.COLUMNS) - 1 for row in rows)
-  elbo = compare.COLUMNS.index("−ELBO / log p(x)")
+  elbo = compare.COLUMNS.index("ELBO / log p(x)")
   cells = {row.split(" | ")[0][2:]: row.split(" | ") for row in rows}
   assert all(cells[f][elbo] == compare.NA for f in objectives.FAMILIES if f != "vae")
   assert cells["vae"][elbo] != compare.NA and "raw pixels it scores 0.9" in md
