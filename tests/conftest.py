@@ -8,14 +8,18 @@ import jax
 
 jax.config.update("jax_num_cpu_devices", 4)  # Before any JAX computation initialises the backend.
 # Tests build many identical programs from fresh closures (one per run, per family); a persistent
-# compilation cache lets every repeat skip XLA compilation, which dominates the suite's time on a CPU.
-_CACHE = os.environ.get("AE_JAX_TEST_COMPILATION_CACHE") or os.path.join(
-    tempfile.gettempdir(), f"ae_jax_test_xla_cache_{os.getuid()}")
-jax.config.update("jax_compilation_cache_dir", _CACHE)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-# Test programs are tiny: compiling them fast matters, running them fast does not (halves the suite).
-jax.config.update("jax_disable_most_optimizations", True)
+# compilation cache lets every repeat skip XLA compilation, which dominates the suite's time on a
+# CPU, and test programs are tiny: compiling them fast matters, running them fast does not. Set as
+# environment variables so the CLI subprocesses the tests start get them too.
+for _name, _value in (
+    ("jax_compilation_cache_dir", os.environ.get("AE_JAX_TEST_COMPILATION_CACHE") or os.path.join(
+        tempfile.gettempdir(), f"ae_jax_test_xla_cache_{os.getuid()}")),
+    ("jax_persistent_cache_min_compile_time_secs", 0),
+    ("jax_persistent_cache_min_entry_size_bytes", 0),
+    ("jax_disable_most_optimizations", True),
+):
+  os.environ[_name.upper()] = str(_value)
+  jax.config.update(_name, _value)
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
