@@ -8,6 +8,7 @@ says what is wrong and how to fix it.
 
 import dataclasses
 import os
+import socket
 
 from absl import logging
 import numpy as np
@@ -32,6 +33,9 @@ class Dataset:
 
 BINARIZE = ("none", "static", "dynamic")
 DIGITS_TEST_SIZE = 360
+# tfds looks for every dataset here first; if its name does not even resolve, the machine is offline.
+TFDS_HOST = "storage.googleapis.com"
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
 def load(name: str, *, data_dir: str = "", binarize: str = "none") -> Dataset:
@@ -142,6 +146,8 @@ def _tfds(name: str, data_dir: str) -> Dataset:
     raise DataError(f"tfds dataset {name!r} has splits {splits}; ae_jax needs 'train' and 'test'")
   try:
     if not builder.is_prepared():
+      if _downloads_for_real(builder):
+        _check_resolves(TFDS_HOST)
       logging.info("Downloading and preparing tfds %r (needs network; offline, use data_dir or npz:PATH).", name)
     builder.download_and_prepare()
     arrays = {split: _tfds_arrays(builder.as_dataset(split=split), tfds) for split in ("train", "test")}
@@ -153,6 +159,25 @@ def _tfds(name: str, data_dir: str) -> Dataset:
         "or use --config.dataset=npz:PATH") from None
   (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
   return Dataset(_images(x_tr, f"{name}:train"), y_tr, _images(x_te, f"{name}:test"), y_te, name)
+
+
+def _downloads_for_real(builder) -> bool:
+  """False when `download_and_prepare` is not tfds' own (tfds.testing.mock_data replaces it)."""
+  return type(builder).download_and_prepare.__module__.startswith("tensorflow_datasets.core")
+
+
+def _check_resolves(host: str) -> None:
+  """Raises ConnectionError at once when `host` has no address, instead of tfds retrying for minutes.
+
+  Only name resolution is checked: a host that resolves but is blocked is left to tfds, which falls
+  back to each dataset's own source. Behind a proxy the local resolver proves nothing, so it is skipped.
+  """
+  if any(os.environ.get(v) for v in PROXY_VARIABLES):
+    return
+  try:
+    socket.getaddrinfo(host, 443)
+  except OSError as e:
+    raise ConnectionError(f"cannot resolve {host} ({e}): no network") from None
 
 
 def _tfds_arrays(ds, tfds) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,7 @@
 """Datasets load to (N, H, W, C) float32 in [0, 1]; bad input raises DataError with a clear message."""
 
+import socket
+
 import numpy as np
 import pytest
 
@@ -99,3 +101,33 @@ def test_tfds_without_network_says_how_to_work_offline(tmp_path, monkeypatch):
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_network)
   with pytest.raises(data.DataError, match="could not download.*ConnectionError.*data_dir.*npz:PATH"):
     data.load("mnist", data_dir=str(tmp_path))
+
+
+def test_tfds_offline_fails_at_once_without_waiting_for_retries(tmp_path, monkeypatch):
+  pytest.importorskip("tensorflow_datasets")
+  for variable in data.PROXY_VARIABLES:
+    monkeypatch.delenv(variable, raising=False)
+  resolved = []
+
+  def no_dns(host, *args, **kwargs):
+    resolved.append(host)
+    raise socket.gaierror(-2, "Name or service not known")
+
+  monkeypatch.setattr(socket, "getaddrinfo", no_dns)  # tfds' own download_and_prepare is left in place.
+  with pytest.raises(data.DataError, match=r"could not download.*'mnist'.*cannot resolve storage\.googleapis"
+                     r"\.com.*no network.*data_dir.*npz:PATH"):
+    data.load("mnist", data_dir=str(tmp_path))
+  assert resolved == [data.TFDS_HOST]  # Checked once, before tfds tried anything.
+
+
+def test_name_resolution_is_not_checked_behind_a_proxy(monkeypatch):
+  def no_dns(*args, **kwargs):
+    raise socket.gaierror(-2, "Name or service not known")
+
+  monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+  for variable in data.PROXY_VARIABLES:
+    monkeypatch.delenv(variable, raising=False)
+  with pytest.raises(ConnectionError, match="cannot resolve example.org"):
+    data._check_resolves("example.org")  # pylint: disable=protected-access
+  monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+  data._check_resolves("example.org")  # pylint: disable=protected-access  # Only the proxy knows.
