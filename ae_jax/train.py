@@ -350,9 +350,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   report_key = jax.random.fold_in(eval_key, 1)  # eval_key itself drew the test losses' noise.
   eval_metrics = report.evaluate_model(config, model, state.params, ds, report_key)
-  writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
-  writer.flush()
   jsonl = os.path.join(workdir, "metrics.jsonl")
+  logged = writers.read_jsonl(jsonl) if os.path.exists(jsonl) else []
+  if not any(row["step"] == step and any(k.startswith("eval/") for k in row) for row in logged):
+    # Once per step: rerunning a finished run recomputes the same numbers, and does not log them twice.
+    writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
+  writer.flush()
   curves = writers.read_jsonl(jsonl) if os.path.exists(jsonl) else history  # Includes resumed steps.
   paths = report.save_pictures(config, model, state.params, ds, workdir, report_key, curves)
   if jax.process_index() == 0:
