@@ -155,7 +155,9 @@ def build(config, model: nn.Module, *, axis_name: str | None = None) -> LossFn:
       penalty = contractive.penalty(
           forward.encode, x, path=config.contractive_path, layers=layers,
           activations=contractive.mlp_activations(model.encoder) if mlp_encoder else None,
-          key=keys[0] if config.contractive_path == "stochastic" else None).mean()
+          # Per-example probes (an independent stream of each example's key): device-count invariant.
+          key=jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 1)
+          if config.contractive_path == "stochastic" else None).mean()
       terms["loss_contractive"] = penalty
       loss = loss + config.contractive_weight * penalty
 

@@ -281,6 +281,22 @@ def test_stochastic_is_deterministic_given_key_and_differentiable():
   np.testing.assert_array_equal(via_penalty(params, key), loss(params, key))
 
 
+def test_stochastic_with_per_example_keys_does_not_depend_on_the_rest_of_the_batch():
+  # What makes the stochastic path give the same numbers on 1 device and on 4.
+  for input_shape, latent_dim in (((6,), 3), ((3,), 5)):  # vjp, then jvp.
+    _, params, x, encode = _make(10, input_shape=input_shape, widths=(4,), latent_dim=latent_dim,
+                                 activation="tanh")
+    est = jax.jit(lambda xb, keys: contractive.stochastic_frobenius_sq(
+        lambda xi: encode(params, xi), xb, keys, num_projections=2))
+    keys = jax.random.split(jax.random.key(3), 3)
+    whole = est(x, keys)
+    parts = jnp.concatenate([est(x[:1], keys[:1]), est(x[1:], keys[1:])])
+    np.testing.assert_allclose(whole, parts, rtol=1e-6)
+    assert float(jnp.abs(whole - est(x, keys[::-1])).max()) > 0  # The keys do choose the probes.
+  with pytest.raises(ValueError, match="one per example"):
+    contractive.stochastic_frobenius_sq(lambda xi: encode(params, xi), x, jax.random.split(jax.random.key(0), 2))
+
+
 # --- The dispatcher. --------------------------------------------------------------------------
 
 

@@ -42,6 +42,7 @@ def _run(family, devices, *, chunks=(3, 3), feed=train.DeviceFeed, **overrides):
     ("sparse", {}),  # KL sparsity: the batch-mean activation is pmean-ed over devices.
     ("denoising", {"binarize": "dynamic"}),  # Per-example keys: the same noise on any device count.
     ("vae", {}),
+    ("contractive", {"contractive_path": "stochastic"}),  # Per-example random probes.
 ])
 def test_one_and_four_devices_give_the_same_parameters(family, overrides):
   assert len(jax.devices()) >= 4, "conftest should have set 4 fake CPU devices"

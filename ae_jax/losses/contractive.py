@@ -163,7 +163,9 @@ def stochastic_frobenius_sq(
   Args:
     encode: (B, ...) -> (B, k) with parameters closed over; examples must not interact.
     x: a (B, ...) batch.
-    key: the only source of randomness; the same key gives the same estimate.
+    key: the only source of randomness, one key for the batch or (B,) keys, one per example; with
+      per-example keys an example's estimate does not depend on the rest of the batch, so a batch
+      split over devices gives the same numbers as on one.
     num_projections: probes per example, averaged.
 
   Returns:
@@ -173,12 +175,23 @@ def stochastic_frobenius_sq(
     raise ValueError(f"num_projections must be >= 1, got {num_projections}")
   x = _as_batch(x)
   k, d = _code_size(encode, x), math.prod(x.shape[1:])
+  typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+  key_batch = key.shape if typed else key.shape[:-1]  # Raw uint32 keys carry a trailing (2,).
+  if key_batch not in ((), (x.shape[0],)):
+    raise ValueError(f"key must be one key or {x.shape[0]} (one per example), got key shape {key.shape}")
+
+  def normal(shape, dtype):  # (P, B, *shape[2:]) probes.
+    if not key_batch:
+      return jax.random.normal(key, shape, dtype)
+    per_example = jax.vmap(lambda ki: jax.random.normal(ki, (shape[0], *shape[2:]), dtype))(key)
+    return jnp.swapaxes(per_example, 0, 1)
+
   if k < d:
     z, vjp = jax.vjp(encode, x)
-    v = jax.random.normal(key, (num_projections, *z.shape), z.dtype)
+    v = normal((num_projections, *z.shape), z.dtype)
     proj = jax.vmap(lambda vi: vjp(vi)[0])(v)  # (P, B, ...): J^T v per example.
   else:
-    u = jax.random.normal(key, (num_projections, *x.shape), x.dtype)
+    u = normal((num_projections, *x.shape), x.dtype)
     proj = jax.vmap(lambda ui: jax.jvp(encode, (x,), (ui,))[1])(u)  # (P, B, k): J u per example.
   sq = jnp.sum(jnp.square(proj.reshape(num_projections, x.shape[0], -1)), axis=2)
   return jnp.mean(sq, axis=0)
