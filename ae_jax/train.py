@@ -356,7 +356,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     # Once per step: rerunning a finished run recomputes the same numbers, and does not log them twice.
     writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
   writer.flush()
-  curves = writers.read_jsonl(jsonl) if os.path.exists(jsonl) else history  # Includes resumed steps.
+  curves = logged or history  # The file includes resumed steps; eval/* rows hold no curve keys.
   paths = report.save_pictures(config, model, state.params, ds, workdir, report_key, curves)
   if jax.process_index() == 0:
     paths["eval"] = os.path.join(workdir, "eval.json")

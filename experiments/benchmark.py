@@ -218,10 +218,7 @@ class Runner:
     config = case.config
     self.case = case
     example_shape = images.shape[1:]
-    model = models.build(
-        architecture=config.architecture, input_shape=example_shape, latent_dim=config.latent_dim,
-        widths=tuple(config.widths), activation=config.activation, code_activation=config.code_activation,
-        variational=config.family == "vae")
+    model = models.from_config(config, example_shape)
     from ae_jax import train  # pylint: disable=g-import-not-at-top  # Slow (TensorFlow, via clu).
 
     optimizer = train.make_optimizer(config)
