@@ -1,0 +1,256 @@
+"""ae_jax.sweep_spec: building, parsing, loading, checking and naming sweep members."""
+
+import os
+import re
+
+import pytest
+
+from ae_jax import sweep_spec
+from ae_jax.sweep_spec import SweepError
+from configs import default  # experiments/ is on sys.path (tests/conftest.py).
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def config():
+  return default.get_config()
+
+
+def test_product_varies_the_last_key_fastest():
+  assert sweep_spec.product(a=[1, 2], b=["x", "y", "z"]) == [
+      {"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 1, "b": "z"},
+      {"a": 2, "b": "x"}, {"a": 2, "b": "y"}, {"a": 2, "b": "z"}]
+  assert list(sweep_spec.product(b=[1], a=[2])[0]) == ["b", "a"]
+
+
+def test_zip_lists_pairs_values_and_rejects_unequal_lengths():
+  assert sweep_spec.zip_lists(a=[1, 2], b=[3, 4]) == [{"a": 1, "b": 3}, {"a": 2, "b": 4}]
+  with pytest.raises(SweepError, match=r"equal length.*a: 2, b: 3"):
+    sweep_spec.zip_lists(a=[1, 2], b=[3, 4, 5])
+
+
+def test_with_seeds_count_and_list():
+  assert sweep_spec.with_seeds([{"a": 1}, {"a": 2}], 2) == [
+      {"a": 1, "seed": 0}, {"a": 1, "seed": 1}, {"a": 2, "seed": 0}, {"a": 2, "seed": 1}]
+  assert sweep_spec.with_seeds([{}], [7, 3]) == [{"seed": 7}, {"seed": 3}]
+  for bad in (0, [], [1, 1], True):
+    with pytest.raises(SweepError):
+      sweep_spec.with_seeds([{"a": 1}], bad)
+
+
+def test_with_seeds_rejects_a_member_with_a_seed():
+  with pytest.raises(SweepError, match="already sets seed=5"):
+    sweep_spec.with_seeds([{"a": 1}, {"seed": 5}], 2)
+
+
+def test_concat_keeps_order():
+  assert sweep_spec.concat([{"a": 1}], [{"b": 2}, {"b": 3}]) == [{"a": 1}, {"b": 2}, {"b": 3}]
+
+
+def test_helpers_reject_empty_and_bare_values():
+  with pytest.raises(SweepError, match="empty list"):
+    sweep_spec.product(beta=[])
+  with pytest.raises(SweepError, match="list of values"):
+    sweep_spec.product(dataset="mnist")
+
+
+def test_parse_inline_values_times_seeds_in_order():
+  members = sweep_spec.parse_inline("beta=0.5,1,2,4", seeds=3)
+  assert len(members) == 12
+  assert members[:4] == [{"beta": 0.5, "seed": 0}, {"beta": 0.5, "seed": 1}, {"beta": 0.5, "seed": 2},
+                         {"beta": 1, "seed": 0}]
+  assert members[-1] == {"beta": 4, "seed": 2}
+
+
+def test_parse_inline_two_keys(config):
+  members = sweep_spec.parse_inline("beta=0.5,1; learning_rate=1e-3,3e-3", config=config)
+  assert members == [{"beta": 0.5, "learning_rate": 1e-3}, {"beta": 0.5, "learning_rate": 3e-3},
+                     {"beta": 1.0, "learning_rate": 1e-3}, {"beta": 1.0, "learning_rate": 3e-3}]
+
+
+def test_parse_inline_coerces_to_the_config_types(config):
+  members = sweep_spec.parse_inline("beta=1;latent_dim=4,8.0;activation=relu,'gelu';widths=(16,)|[32,16]",
+                                    config=config)
+  first = members[0]
+  assert type(first["beta"]) is float and first["beta"] == 1.0
+  assert {m["latent_dim"] for m in members} == {4, 8} and all(type(m["latent_dim"]) is int for m in members)
+  assert [m["activation"] for m in members[:4:2]] == ["relu", "gelu"]
+  assert {m["widths"] for m in members} == {(16,), (32, 16)}
+  # A string key keeps what was written, even when it reads as a number.
+  assert sweep_spec.parse_inline("dataset=1e3", config=config) == [{"dataset": "1e3"}]
+
+
+def test_parse_inline_bool_spellings():
+  config = default.get_config()
+  config.unlock()
+  config.flag = False  # The default config's only bool, overwrite, cannot be swept.
+  for text, values in (("true,False", [True, False]), ("True,false", [True, False]), ("1,0", [True, False])):
+    assert [m["flag"] for m in sweep_spec.parse_inline(f"flag={text}", config=config)] == values
+  with pytest.raises(SweepError, match="true or false"):
+    sweep_spec.parse_inline("flag=yes", config=config)
+
+
+def test_parse_inline_without_config_reads_literals_else_strings():
+  assert sweep_spec.parse_inline("a=1,2.5,relu;w=(16,)|(32, 16)") == [
+      {"a": 1, "w": (16,)}, {"a": 1, "w": (32, 16)}, {"a": 2.5, "w": (16,)}, {"a": 2.5, "w": (32, 16)},
+      {"a": "relu", "w": (16,)}, {"a": "relu", "w": (32, 16)}]
+
+
+def test_parse_inline_syntax_errors(config):
+  for text, message in (("", "empty"), ("beta", "not key=v1,v2"), ("beta=", "no values for beta"),
+                        ("beta=1,,2", "empty value"), ("beta=1;beta=2", "twice")):
+    with pytest.raises(SweepError, match=message):
+      sweep_spec.parse_inline(text, config=config)
+
+
+def test_unknown_key_suggests_the_closest(config):
+  with pytest.raises(SweepError, match=r"unknown config key 'bta'.*did you mean 'beta'\?"):
+    sweep_spec.parse_inline("bta=1,2", config=config)
+  with pytest.raises(SweepError, match=r"unknown config key 'learning_rat'.*'learning_rate'"):
+    sweep_spec.validate([{"learning_rat": 1e-3}], config)
+
+
+@pytest.mark.parametrize("member, message", [
+    ({"beta": "abc"}, r"beta='abc' in the sweep must be a number"),
+    ({"beta": True}, r"must be a number"),
+    ({"latent_dim": 2.5}, r"latent_dim=2.5 in the sweep must be an int"),
+    ({"latent_dim": "8"}, r"must be an int"),
+    ({"activation": 3}, r"must be a string"),
+    ({"widths": 16}, r"must be a tuple"),
+    ({"widths": (16, 2.5)}, r"widths\[1\]=2.5 .* must be an int"),
+])
+def test_wrong_types(config, member, message):
+  with pytest.raises(SweepError, match=message):
+    sweep_spec.validate([member], config)
+
+
+def test_validate_coerces(config):
+  out = sweep_spec.validate([{"beta": 1, "latent_dim": 4.0, "widths": [32, 16], "seed": 2}], config)
+  assert out == [{"beta": 1.0, "latent_dim": 4, "widths": (32, 16), "seed": 2}]
+  assert type(out[0]["beta"]) is float and type(out[0]["latent_dim"]) is int
+
+
+def test_validate_rejects_empty_sweeps(config):
+  with pytest.raises(SweepError, match="no members"):
+    sweep_spec.validate([], config)
+
+
+def test_seed_list_and_seed_key_together(config):
+  with pytest.raises(SweepError, match="--seeds"):
+    sweep_spec.parse_inline("beta=1;seed=0,1", seeds=2, config=config)
+  # Without --seeds, seeds may be swept as a key.
+  assert len(sweep_spec.parse_inline("beta=1;seed=0,1", config=config)) == 2
+
+
+def test_duplicates(config):
+  with pytest.raises(SweepError, match=r"members 0 and 2 are the same"):
+    sweep_spec.validate([{"beta": 1}, {"beta": 2}, {"beta": 1.0}], config)
+  with pytest.raises(SweepError, match="same override"):
+    sweep_spec.validate([{"widths": (16,), "beta": 1.0}, {"beta": 1.0, "widths": [16]}], config)
+  with pytest.raises(SweepError, match="same override"):
+    sweep_spec.parse_inline("beta=1,1.0", config=config)
+
+
+@pytest.mark.parametrize("key", sorted(sweep_spec.UNSWEEPABLE))
+def test_unsweepable_keys(config, key):
+  with pytest.raises(SweepError, match=f"{key} is a run setting"):
+    sweep_spec.validate([{key: config[key]}], config)
+
+
+def test_unsweepable_set():
+  assert sweep_spec.UNSWEEPABLE == {"overwrite", "log_every", "eval_every", "checkpoint_every", "num_pictures"}
+
+
+def _write(tmp_path, text: str) -> str:
+  path = tmp_path / "sweep.py"
+  path.write_text(text)
+  return str(path)
+
+
+def test_load_file_good(tmp_path, config):
+  path = _write(tmp_path, "from ae_jax import sweep_spec\n\n"
+                "def get_sweep():\n  return sweep_spec.with_seeds(sweep_spec.product(beta=[1, 2]), 2)\n")
+  members = sweep_spec.load_file(path)
+  assert members == [{"beta": 1, "seed": 0}, {"beta": 1, "seed": 1}, {"beta": 2, "seed": 0},
+                     {"beta": 2, "seed": 1}]
+  assert len(sweep_spec.validate(members, config)) == 4
+
+
+def test_load_file_example_sweep(config):
+  members = sweep_spec.load_file(os.path.join(ROOT, "experiments", "sweeps", "vae_beta.py"))
+  assert len(sweep_spec.validate(members, config)) == 12
+  assert sweep_spec.swept_keys(members) == ["beta", "seed"]
+
+
+def test_load_file_missing(tmp_path):
+  with pytest.raises(SweepError, match=r"sweep file .*nope\.py not found"):
+    sweep_spec.load_file(str(tmp_path / "nope.py"))
+
+
+def test_load_file_syntax_error_names_the_line(tmp_path):
+  path = _write(tmp_path, "def get_sweep():\n  return [\n\nx = = 1\n")
+  with pytest.raises(SweepError) as info:
+    sweep_spec.load_file(path)
+  message = str(info.value)
+  assert path in message and "SyntaxError" in message and "\n" not in message
+  assert re.search(r"line [24]\b", message), message
+
+
+def test_load_file_exception_at_import(tmp_path):
+  path = _write(tmp_path, "X = 1\nY = 1 / 0\n")
+  with pytest.raises(SweepError, match=r"line 2: import failed: ZeroDivisionError"):
+    sweep_spec.load_file(path)
+
+
+def test_load_file_without_get_sweep(tmp_path):
+  with pytest.raises(SweepError, match=r"defines no get_sweep\(\)"):
+    sweep_spec.load_file(_write(tmp_path, "SWEEP = []\n"))
+
+
+def test_load_file_get_sweep_raises(tmp_path):
+  path = _write(tmp_path, "from ae_jax import sweep_spec\n\ndef get_sweep():\n"
+                "  return sweep_spec.zip_lists(a=[1], b=[1, 2])\n")
+  with pytest.raises(SweepError, match=r"line 4: get_sweep\(\) raised SweepError: zip_lists needs"):
+    sweep_spec.load_file(path)
+
+
+@pytest.mark.parametrize("returned, got", [("[]", "an empty list"), ("{'beta': 1}", "dict"),
+                                           ("[{'beta': 1}, 2]", "a list with a int")])
+def test_load_file_bad_return(tmp_path, returned, got):
+  with pytest.raises(SweepError, match=f"returned {got}; it must return a non-empty list"):
+    sweep_spec.load_file(_write(tmp_path, f"def get_sweep():\n  return {returned}\n"))
+
+
+def test_swept_keys_first_seen_order():
+  assert sweep_spec.swept_keys([{"b": 1}, {"a": 1, "b": 2}, {"c": 0, "a": 2}]) == ["b", "a", "c"]
+
+
+def test_member_name_examples():
+  assert sweep_spec.member_name({"seed": 1, "beta": 0.5}, ["beta", "seed"]) == "beta=0.5,seed=1"
+  assert sweep_spec.member_name({"learning_rate": 1e-3, "widths": (32, 16)}, ["widths", "learning_rate"]) == (
+      "widths=32x16,learning_rate=0.001")
+  assert sweep_spec.member_name({"activation": "gelu"}, ["activation"]) == "activation=gelu"
+  assert sweep_spec.member_name({}, ["beta"]) == "base"
+
+
+def test_member_names_are_distinct_and_folder_safe(config):
+  members = sweep_spec.concat(
+      sweep_spec.with_seeds(sweep_spec.product(beta=[0.1234567, 0.1234568, 1e-5, 1.0, 10.0]), 2),
+      sweep_spec.product(widths=[(16,), (1, 6), (16, 32), (163, 2), ()]),
+      sweep_spec.product(dataset=["a b", "a_b", "a/b", "a,seed=1", "1", "npz:/data/x.npz"]),
+      sweep_spec.product(dataset=["x" * 200, "x" * 199 + "y"]),
+  )
+  members = sweep_spec.validate(members, config)
+  keys = sweep_spec.swept_keys(members)
+  names = [sweep_spec.member_name(m, keys) for m in members]
+  assert len(set(names)) == len(names), names
+  for name in names:
+    assert re.fullmatch(r"[A-Za-z0-9._=,+-]+", name) and name not in (".", ".."), name
+    assert len(name) <= sweep_spec.MAX_NAME_LENGTH
+  assert names == [sweep_spec.member_name(m, keys) for m in members]  # Deterministic.
+
+
+def test_member_name_floats_keep_their_distinguishing_digits():
+  assert sweep_spec.member_name({"beta": 0.1234567}, ["beta"]) == "beta=0.1234567"
+  assert sweep_spec.member_name({"beta": 1e-05}, ["beta"]) == "beta=1e-05"
