@@ -18,7 +18,8 @@ from ae_jax import config as config_lib
 CONFIG_FILE = "run_config.json"
 # Keys that may change between the runs that share a workdir: they do not change the trajectory.
 RESUMABLE_KEYS = frozenset({"num_steps", "log_every", "eval_every", "checkpoint_every", "num_pictures",
-                            "iwae_samples", "overwrite", "data_dir", "data_placement"})
+                            "iwae_samples", "overwrite", "data_dir", "data_placement",
+                            "member_vectorize"})
 
 
 class Checkpointer:
@@ -44,6 +45,9 @@ class Checkpointer:
                         step, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
     return None
 
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
   def close(self) -> None:
     self._manager.close()
 
@@ -51,10 +55,10 @@ class Checkpointer:
 def prepare_workdir(workdir: str, config) -> None:
   """Refuses a workdir that holds a different run, unless `config.overwrite`; then records `config`."""
   path = os.path.join(workdir, CONFIG_FILE)
-  current = _comparable(config.to_dict())
+  current = comparable(config.to_dict())
   if os.path.exists(path) and not config.overwrite:
     with open(path, encoding="utf-8") as f:
-      stored = _comparable(json.load(f))
+      stored = comparable(json.load(f))
     changed = sorted(k for k in stored.keys() | current.keys() if stored.get(k) != current.get(k))
     if changed:
       diff = ", ".join(f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in changed[:4])
@@ -73,8 +77,8 @@ def prepare_workdir(workdir: str, config) -> None:
     json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
 
 
-def _comparable(values: dict[str, Any]) -> dict[str, Any]:
-  # JSON turns tuples into lists; compare through JSON so a stored and a live config agree.
+def comparable(values: dict[str, Any]) -> dict[str, Any]:
+  """The keys that decide a run's trajectory, through JSON (tuples become lists, as in a stored config)."""
   return {k: v for k, v in json.loads(json.dumps(values, default=str)).items() if k not in RESUMABLE_KEYS}
 
 

@@ -2,11 +2,12 @@
 
 from ae_jax import activations
 from ae_jax import data
-from ae_jax import objectives
+from ae_jax import families
+from ae_jax import hparams
+from ae_jax import step
 from ae_jax.losses import corruption
 from ae_jax.losses import reconstruction
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
 ARCHITECTURES = ("mlp", "conv")
 SPARSITY = ("l1", "kl", "topk")
 CONTRACTIVE_PATHS = ("auto", "jacfwd", "jacrev", "mlp", "stochastic")
@@ -29,9 +30,10 @@ def _positive(config, key: str, kind=int) -> None:
 
 def validate(config) -> None:
   """Raises ConfigError naming the first bad key."""
-  _choice(config, "family", objectives.FAMILIES)
+  _choice(config, "family", families.NAMES)
   _choice(config, "architecture", ARCHITECTURES)
-  _choice(config, "optimizer", OPTIMIZERS)
+  _choice(config, "optimizer", step.OPTIMIZERS)
+  _choice(config, "member_vectorize", step.MEMBER_VECTORIZE)
   _choice(config, "reconstruction", reconstruction.KINDS)
   _choice(config, "binarize", data.BINARIZE)
   _choice(config, "data_placement", ("auto", "device", "stream"))
@@ -92,6 +94,7 @@ def validate(config) -> None:
   if config.family == "vae" and config.beta < 0:
     raise ConfigError(f"--config.beta={config.beta} must be >= 0")
   try:
-    objectives.parse_extra_terms(config.extra_terms)
+    families.extra_terms(config.extra_terms)
+    hparams.parse_extra_terms(config.extra_terms)
   except ValueError as e:
     raise ConfigError(f"--config.extra_terms: {e}") from None

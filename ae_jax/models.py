@@ -198,15 +198,6 @@ def build(
   return Autoencoder(trunk_cls(tuple(widths), latent_dim, activation, code_activation, topk), dec)
 
 
-def from_config(config, input_shape: Sequence[int]) -> nn.Module:
-  """`build` with the model keys of an experiment config."""
-  topk = config.topk if config.family == "sparse" and config.sparsity == "topk" else 0
-  return build(
-      architecture=config.architecture, input_shape=input_shape, latent_dim=config.latent_dim,
-      widths=tuple(config.widths), activation=config.activation, code_activation=config.code_activation,
-      variational=config.family == "vae", topk=topk)
-
-
 def mlp_layers(encoder_params) -> list[tuple[jax.Array, jax.Array]]:
   """The (kernel, bias) pairs of an `MLPEncoder`'s params, input layer first."""
   names = sorted((k for k in encoder_params if k.startswith("hidden_")), key=lambda k: int(k[7:]))

@@ -21,6 +21,7 @@ import threadpoolctl
 
 from ae_jax import data
 from ae_jax import evaluation
+from ae_jax import families
 from ae_jax import pictures
 
 PROBE_MAX_ITER = 200  # lbfgs iterations: converged or close on digits codes, seconds on MNIST pixels.
@@ -124,7 +125,7 @@ def likelihood(config) -> str:
 
 def l0_threshold(config) -> float:
   """When a code unit counts as on: a sigmoid unit of a KL-sparse AE idles near rho, above 1e-3."""
-  bounded = config.family != "vae" and config.code_activation in ("sigmoid", "tanh")
+  bounded = not families.get(config.family).variational and config.code_activation in ("sigmoid", "tanh")
   return L0_THRESHOLD_BOUNDED if bounded else L0_THRESHOLD
 
 
@@ -147,7 +148,7 @@ def evaluate_model(config, model: nn.Module, params: Any, ds: data.Dataset, key:
   - VAE only: "negative_elbo", "elbo_reconstruction", "elbo_kl" (beta = 1), "log_likelihood" (mean
     IWAE estimate with config.iwae_samples samples) and "active_units", under `likelihood(config)`.
   """
-  vae = config.family == "vae"
+  vae = families.get(config.family).variational
   apply = _Apply(model, params, variational=vae)
   jacobian_key, denoising_key, elbo_key, iwae_key = jax.random.split(key, 4)
   train_x, test_x = ds.train_images, ds.test_images
@@ -231,7 +232,7 @@ def save_pictures(config, model: nn.Module, params: Any, ds: data.Dataset, workd
   n = min(config.num_pictures, len(ds.test_images))
   if n == 0 or jax.process_index() > 0:
     return {}
-  vae = config.family == "vae"
+  vae = families.get(config.family).variational
   apply = _Apply(model, params, variational=vae)
   rng = _display_rng(key)
   path = functools.partial(os.path.join, workdir)
@@ -266,7 +267,7 @@ def save_pictures(config, model: nn.Module, params: Any, ds: data.Dataset, workd
         rows.append(np.concatenate([ends[2 * i:2 * i + 1], decoded, ends[2 * i + 1:2 * i + 2]]))
       paths["interpolations"] = pictures.save_rows(path("interpolations.png"), rows)
 
-  if config.family == "sparse":
+  if families.get(config.family).draws_filters:
     features = decoder_features(apply, config.latent_dim)
     paths["filters"] = pictures.save_filters(
         path("filters.png"), features.reshape(config.latent_dim, -1), ds.example_shape)

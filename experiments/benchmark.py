@@ -55,8 +55,9 @@ import numpy as np
 from ae_jax import cli
 from ae_jax import config as config_lib
 from ae_jax import data
+from ae_jax import families
+from ae_jax import hparams
 from ae_jax import models
-from ae_jax import objectives
 
 FAMILIES = ("undercomplete", "sparse", "denoising", "vae", "contractive")
 PATHS = ("jacfwd", "jacrev", "mlp", "stochastic")
@@ -123,6 +124,8 @@ class Case:
   steps: int
   encoder: str | None = None
   penalty_path: str | None = None
+  members: int = 1  # Members trained by one program (seeds seed, seed + 1, ...).
+  vectorize: bool = True  # Members vmapped (else one after another in the program).
 
   @property
   def family(self) -> str:
@@ -200,14 +203,14 @@ def describe(config, example_shape: Sequence[int]) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _initializer(model, example_shape, optimizer: str, learning_rate: float, sharding, compiler_options):
-  """A compiled `key -> TrainState`, shared by cases with the same model (a plain AE and its
-  contractive twins): one compile instead of dozens of eagerly compiled initializer ops per case."""
-  from ae_jax import train  # pylint: disable=g-import-not-at-top
+def _initializer(model, example_shape, optimizer: str, mesh, compiler_options):
+  """A compiled `hp -> TrainState` (stacked members), shared by cases with the same model (a plain AE
+  and its contractive twins): one compile instead of dozens of eagerly compiled initializer ops."""
+  from ae_jax import step as step_lib  # pylint: disable=g-import-not-at-top
 
-  opt = train.make_optimizer(ml_collections.ConfigDict({"optimizer": optimizer, "learning_rate": learning_rate}))
-  return jax.jit(lambda key: train.init_state(models.init(model, key, example_shape), opt), out_shardings=sharding,
-                 compiler_options=dict(compiler_options))
+  make_opt = step_lib.make_optimizer(ml_collections.ConfigDict({"optimizer": optimizer}))
+  init = step_lib.make_init(lambda key: models.init(model, key, example_shape), make_opt, mesh)
+  return jax.jit(init, compiler_options=dict(compiler_options))
 
 
 class Runner:
@@ -218,22 +221,26 @@ class Runner:
     config = case.config
     self.case = case
     example_shape = images.shape[1:]
-    model = models.from_config(config, example_shape)
-    from ae_jax import train  # pylint: disable=g-import-not-at-top  # Slow (TensorFlow, via clu).
+    model = families.model_from_config(config, example_shape)
+    from ae_jax import feeds  # pylint: disable=g-import-not-at-top
+    from ae_jax import step as step_lib  # pylint: disable=g-import-not-at-top
 
-    optimizer = train.make_optimizer(config)
-    init = _initializer(model, example_shape, config.optimizer, config.learning_rate, NamedSharding(mesh, P()),
-                        tuple((compiler_options or {}).items()))
-    self.state = init(jax.random.key(config.seed))
-    self.macs = forward_macs(model, self.state.params, example_shape)
+    make_opt = step_lib.make_optimizer(config)
+    mesh = step_lib.make_mesh(case.members, mesh.devices.ravel())
+    self.hp = jax.device_put(hparams.stack([hparams.from_config({**config.to_dict(), "seed": config.seed + i})
+                                            for i in range(case.members)]), step_lib.member_sharding(mesh))
+    init = _initializer(model, example_shape, config.optimizer, mesh, tuple((compiler_options or {}).items()))
+    self.state = init(self.hp)
+    self.macs = forward_macs(model, jax.tree.map(lambda x: x[0], self.state.params), example_shape)
     self.model = describe(config, example_shape)
-    step_fn = train.make_train_step(objectives.build(config, model, axis_name=train.AXIS), optimizer, mesh,
-                                    dynamic_binarize=config.binarize == "dynamic")
-    chunk = train.make_train_chunk(step_fn, num_examples=len(images), batch_size=config.batch_size,
+    step_fn = step_lib.make_train_step(
+        families.build(config, model, axis_name=step_lib.DATA), make_opt, mesh,
+        dynamic_binarize=config.binarize == "dynamic", vectorize=case.vectorize)
+    chunk = feeds.make_train_chunk(step_fn, num_examples=len(images), batch_size=config.batch_size,
                                    length=case.steps)
-    self.key, self.images, self.labels = jax.random.key(config.seed + 1), images, labels
+    self.images, self.labels, self.step = images, labels, np.int32(0)
     start = time.perf_counter()
-    self.compiled = chunk.lower(self.state, self.key, images, labels).compile(compiler_options)
+    self.compiled = chunk.lower(self.state, self.hp, self.step, images, labels).compile(compiler_options)
     self.compile_s = time.perf_counter() - start
     memory = self.compiled.memory_analysis()
     self.peak_memory_bytes = None if memory is None else int(
@@ -246,10 +253,11 @@ class Runner:
   def __call__(self) -> float:
     """Trains one chunk, fetches its metrics as the real loop does; returns the seconds it took."""
     start = time.perf_counter()
-    self.state, metrics = self.compiled(self.state, self.key, self.images, self.labels)
+    self.state, metrics = self.compiled(self.state, self.hp, self.step, self.images, self.labels)
     metrics = jax.device_get(metrics)
     seconds = time.perf_counter() - start
-    self.loss = float(metrics["loss"][-1])
+    self.step += self.case.steps
+    self.loss = float(np.mean(metrics["loss"][-1]))
     return seconds
 
 
@@ -259,7 +267,7 @@ def make_matmul(size: int, mesh, min_seconds: float = 0.05) -> Callable[[], floa
   The chain is long enough to take `min_seconds`, so fast devices are not timing their dispatch.
   """
   n = mesh.devices.size
-  sharding = NamedSharding(mesh, P(mesh.axis_names[0]))
+  sharding = NamedSharding(mesh, P(mesh.axis_names))
   a = jax.device_put(jax.random.normal(jax.random.key(0), (n, size, size), jnp.float32), sharding)
   b = jax.device_put(jax.random.normal(jax.random.key(1), (n, size, size), jnp.float32) / math.sqrt(size),
                      sharding)
@@ -306,14 +314,16 @@ def run_group(cases: Sequence[Case], images, labels, mesh, matmul: Callable[[], 
     case, config = runner.case, runner.case.config
     step_times = [t / case.steps for t in times]
     bounds = [peak / (6 * runner.macs) for peak in peaks]
+    examples = config.batch_size * case.members  # Per step, over all members.
     row = {
         "family": case.family,
         "batch_size": config.batch_size,
+        "members": case.members,
         "model": runner.model,
-        "examples_per_s": config.batch_size / statistics.median(step_times),
+        "examples_per_s": examples / statistics.median(step_times),
         "steps_per_s": 1 / statistics.median(step_times),
         "step_time_s": statistics.median(step_times),
-        "peak_fraction": statistics.median(config.batch_size / t / b for t, b in zip(step_times, bounds)),
+        "peak_fraction": statistics.median(examples / t / b for t, b in zip(step_times, bounds)),
         "bound_examples_per_s": statistics.median(bounds),
         "macs_per_example": runner.macs,
         "matmul_gflops": statistics.median(peaks) / 1e9,
@@ -369,9 +379,9 @@ def run(options: Options, emit: Callable[[dict[str, Any]], None] = lambda row: N
   """Runs every case of `options`; `emit` sees each JSON object as soon as it exists. Returns them all."""
   groups = build_cases(options)
   images, labels = load_images(options)
-  from ae_jax import train  # pylint: disable=g-import-not-at-top  # Slow: after the flags are checked.
+  from ae_jax import step as step_lib  # pylint: disable=g-import-not-at-top
 
-  mesh = train.make_mesh()
+  mesh = step_lib.make_mesh()
   for batch in options.batch_sizes:
     if batch % mesh.devices.size or batch > len(images):
       raise config_lib.ConfigError(f"--batch_size={batch} must divide by the {mesh.devices.size} devices "

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from ae_jax import objectives
+from ae_jax import families
 from ae_jax import train
 from tests.conftest import family_config
 
@@ -45,7 +45,7 @@ def _assert_evaluated(result, workdir, eval_row, family):
     assert json.load(f)["mse"] == pytest.approx(metrics["mse"])
 
 
-@pytest.mark.parametrize("family", objectives.FAMILIES)
+@pytest.mark.parametrize("family", families.NAMES)
 def test_family_trains_on_digits(family, tmp_path):
   result = train.train_and_evaluate(family_config(family), str(tmp_path))
   _assert_trained(result, str(tmp_path), family)
@@ -55,7 +55,7 @@ def test_family_trains_on_digits(family, tmp_path):
   assert set(result["paths"]) == expected and all(os.path.exists(p) for p in result["paths"].values())
 
 
-@pytest.mark.parametrize("family", objectives.FAMILIES)
+@pytest.mark.parametrize("family", families.NAMES)
 def test_family_trains_on_tfds_mock_data(family, tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
   config = family_config(family)

@@ -80,9 +80,9 @@ def test_kl_divergence_dead_unit_is_finite_and_bad_input_raises():
 
 def test_kl_divergence_uses_the_global_batch_mean_under_shard_map():
   from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
-  from ae_jax import train  # pylint: disable=g-import-not-at-top
+  from ae_jax import step as step_lib  # pylint: disable=g-import-not-at-top
   code = jax.random.uniform(jax.random.key(0), (8, 3))
-  mesh = train.make_mesh(jax.devices()[:4])
+  mesh = step_lib.make_mesh(1, jax.devices()[:4])
   sharded = jax.shard_map(lambda c: sparsity.kl_divergence(c, rho=0.1, axis_name="data"), mesh=mesh,
                           in_specs=P("data"), out_specs=P())
   np.testing.assert_allclose(sharded(code), sparsity.kl_divergence(code, rho=0.1), rtol=1e-5)

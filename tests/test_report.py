@@ -14,6 +14,7 @@ import threadpoolctl
 
 from ae_jax import data
 from ae_jax import evaluation
+from ae_jax import families
 from ae_jax import models
 from ae_jax import report
 from ae_jax.losses import reconstruction
@@ -29,7 +30,7 @@ def digits():
 def _setup(family, shape, **overrides):
   config = family_config(family)
   config.update(overrides)
-  model = models.from_config(config, shape)
+  model = families.model_from_config(config, shape)
   return config, model, jax.device_get(models.init(model, jax.random.key(0), shape))
 
 

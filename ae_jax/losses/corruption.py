@@ -9,27 +9,28 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 
-def _check_rate(name: str, value: float) -> None:
-  if not 0.0 <= value <= 1.0:
+def _check_rate(name: str, value: ArrayLike) -> None:
+  # Python numbers are checked here; traced hyperparameters were checked with the config.
+  if isinstance(value, (int, float)) and not 0.0 <= value <= 1.0:
     raise ValueError(f"{name} must be in [0, 1], got {value}")
 
 
-def gaussian(key: jax.Array, x: ArrayLike, *, sigma: float) -> jax.Array:
+def gaussian(key: jax.Array, x: ArrayLike, *, sigma: ArrayLike) -> jax.Array:
   """x + sigma * N(0, I) (not clipped, so the noise stays zero-mean)."""
-  if sigma < 0:
+  if isinstance(sigma, (int, float)) and sigma < 0:
     raise ValueError(f"sigma must be non-negative, got {sigma}")
   x = jnp.asarray(x)
   return x + sigma * jax.random.normal(key, x.shape, x.dtype)
 
 
-def masking(key: jax.Array, x: ArrayLike, *, rate: float) -> jax.Array:
+def masking(key: jax.Array, x: ArrayLike, *, rate: ArrayLike) -> jax.Array:
   """Sets each input to zero independently with probability `rate` (masking noise)."""
   _check_rate("rate", rate)
   x = jnp.asarray(x)
   return jnp.where(jax.random.bernoulli(key, rate, x.shape), jnp.zeros_like(x), x)
 
 
-def salt_and_pepper(key: jax.Array, x: ArrayLike, *, rate: float, low: float = 0.0, high: float = 1.0) -> jax.Array:
+def salt_and_pepper(key: jax.Array, x: ArrayLike, *, rate: ArrayLike, low: float = 0.0, high: float = 1.0) -> jax.Array:
   """Replaces each input with probability `rate` by `low` or `high`, chosen with equal odds."""
   _check_rate("rate", rate)
   x = jnp.asarray(x)
@@ -39,7 +40,7 @@ def salt_and_pepper(key: jax.Array, x: ArrayLike, *, rate: float, low: float = 0
   return jnp.where(hit, jnp.where(salt, high, low).astype(x.dtype), x)
 
 
-def corrupt(key: jax.Array, x: ArrayLike, *, kind: str, level: float) -> jax.Array:
+def corrupt(key: jax.Array, x: ArrayLike, *, kind: str, level: ArrayLike) -> jax.Array:
   """The corruption named `kind` ('gaussian', 'masking', 'salt_and_pepper') at `level` (sigma or rate)."""
   if kind == "gaussian":
     return gaussian(key, x, sigma=level)

@@ -24,14 +24,14 @@ def bernoulli_kl(rho: ArrayLike, rho_hat: ArrayLike) -> jax.Array:
 
 
 def kl_divergence(
-    code: ArrayLike, *, rho: float = 0.05, axis_name: str | None = None, eps: float = 1e-6
+    code: ArrayLike, *, rho: ArrayLike = 0.05, axis_name: str | None = None, eps: float = 1e-6
 ) -> jax.Array:
   """KL(rho || rho_hat_j) per unit j, shape (k,), where rho_hat_j is unit j's mean activation.
 
   Codes must lie in [0, 1] (a sigmoid code layer). rho_hat is clipped to [eps, 1 - eps] so a dead or
   saturated unit gives a large finite penalty instead of inf.
   """
-  if not 0.0 < rho < 1.0:
+  if isinstance(rho, (int, float)) and not 0.0 < rho < 1.0:  # A traced rho was checked with the config.
     raise ValueError(f"rho must be in (0, 1), got {rho}")
   code = jnp.asarray(code)
   if code.ndim != 2:

@@ -40,7 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.beta = 1.0
 
   # Extra user terms: "module:function=weight,..."; each function maps an
-  # ae_jax.objectives.Forward to per-example values (B,).
+  # ae_jax.families.Forward to per-example values (B,).
   c.extra_terms = ""
 
   # Optimisation.
@@ -49,6 +49,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.batch_size = 128
   c.num_steps = 3000
   c.seed = 0
+  # Members of a sweep on one device: auto | vmap (vectorised) | loop (one after another, one program).
+  c.member_vectorize = "auto"
 
   # Logging.
   c.log_every = 250

@@ -5,17 +5,24 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ae_jax import families
+from ae_jax import hparams
 from ae_jax import models
-from ae_jax import objectives
 from ae_jax.losses import reconstruction
 from ae_jax.losses import sparsity
 from ae_jax.losses import variational
 from tests.conftest import family_config
 
 
-def code_energy(forward: objectives.Forward) -> jax.Array:
+def code_energy(forward: families.Forward) -> jax.Array:
   """A user penalty that lives only in this test file: ||z||^2 per example."""
   return jnp.sum(jnp.square(forward.code), axis=1)
+
+
+def build(config, model):
+  """The family's loss with the config's own hyperparameters, as (params, batch, keys) -> (loss, terms)."""
+  loss_fn, hp = families.build(config, model), hparams.from_config(config)
+  return lambda params, batch, keys: loss_fn(params, batch, keys, hp)
 
 
 def _setup(family, **overrides):
@@ -30,26 +37,26 @@ def _setup(family, **overrides):
   return config, model, params, batch, keys
 
 
-@pytest.mark.parametrize("family", objectives.FAMILIES)
+@pytest.mark.parametrize("family", families.NAMES)
 def test_every_family_returns_scalar_and_named_terms(family):
   config, model, params, batch, keys = _setup(family)
-  loss, terms = jax.jit(objectives.build(config, model))(params, batch, keys)
+  loss, terms = jax.jit(build(config, model))(params, batch, keys)
   assert loss.shape == () and np.isfinite(loss)
   assert terms["loss"] == loss and "loss_rec" in terms
-  grads = jax.grad(lambda p: objectives.build(config, model)(p, batch, keys)[0])(params)
+  grads = jax.grad(lambda p: build(config, model)(p, batch, keys)[0])(params)
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
 def test_undercomplete_is_the_mean_reconstruction():
   config, model, params, batch, keys = _setup("undercomplete")
-  loss, _ = objectives.build(config, model)(params, batch, keys)
+  loss, _ = build(config, model)(params, batch, keys)
   _, logits = model.apply({"params": params}, batch["image"])
   np.testing.assert_allclose(loss, reconstruction.bernoulli(logits, batch["image"]).mean(), rtol=1e-6)
 
 
 def test_sparse_kl_adds_weighted_penalty():
   config, model, params, batch, keys = _setup("sparse", sparsity_weight=0.5)
-  loss, terms = objectives.build(config, model)(params, batch, keys)
+  loss, terms = build(config, model)(params, batch, keys)
   code, _ = model.apply({"params": params}, batch["image"])
   np.testing.assert_allclose(terms["loss_kl"], sparsity.kl_divergence(code, rho=config.rho).sum(), rtol=1e-5)
   np.testing.assert_allclose(loss, terms["loss_rec"] + 0.5 * terms["loss_kl"], rtol=1e-6)
@@ -57,20 +64,20 @@ def test_sparse_kl_adds_weighted_penalty():
 
 def test_denoising_compares_reconstruction_of_noisy_input_with_clean_input():
   config, model, params, batch, keys = _setup("denoising", noise="masking", noise_level=0.0)
-  clean, _ = objectives.build(config, model)(params, batch, keys)
+  clean, _ = build(config, model)(params, batch, keys)
   config_u = family_config("undercomplete")
   config_u.update({"widths": config.widths, "latent_dim": config.latent_dim})
-  np.testing.assert_allclose(clean, objectives.build(config_u, model)(params, batch, keys)[0], rtol=1e-6)
+  np.testing.assert_allclose(clean, build(config_u, model)(params, batch, keys)[0], rtol=1e-6)
   config.noise_level = 0.5
-  noisy, _ = objectives.build(config, model)(params, batch, keys)
+  noisy, _ = build(config, model)(params, batch, keys)
   assert noisy != clean  # The encoder saw a different input; the target stayed clean.
   # Different per-example keys give different noise; the same keys give the same loss.
-  assert noisy == objectives.build(config, model)(params, batch, keys)[0]
+  assert noisy == build(config, model)(params, batch, keys)[0]
 
 
 def test_vae_loss_is_rec_plus_beta_kl():
   config, model, params, batch, keys = _setup("vae", beta=3.0)
-  loss, terms = objectives.build(config, model)(params, batch, keys)
+  loss, terms = build(config, model)(params, batch, keys)
   np.testing.assert_allclose(loss, terms["loss_rec"] + 3.0 * terms["loss_kl"], rtol=1e-6)
   mean, logvar = model.apply({"params": params}, batch["image"], method="encode")
   np.testing.assert_allclose(terms["loss_kl"], variational.kl_standard_normal(mean, logvar).mean(), rtol=1e-6)
@@ -78,14 +85,14 @@ def test_vae_loss_is_rec_plus_beta_kl():
 
 def test_contractive_adds_weighted_jacobian_penalty():
   config, model, params, batch, keys = _setup("contractive", contractive_weight=2.0)
-  loss, terms = objectives.build(config, model)(params, batch, keys)
+  loss, terms = build(config, model)(params, batch, keys)
   assert terms["loss_contractive"] > 0
   np.testing.assert_allclose(loss, terms["loss_rec"] + 2.0 * terms["loss_contractive"], rtol=1e-6)
 
 
 def test_user_term_by_import_path():
-  config, model, params, batch, keys = _setup("undercomplete", extra_terms="tests.test_objectives:code_energy=0.25")
-  loss, terms = objectives.build(config, model)(params, batch, keys)
+  config, model, params, batch, keys = _setup("undercomplete", extra_terms="tests.test_families:code_energy=0.25")
+  loss, terms = build(config, model)(params, batch, keys)
   code, _ = model.apply({"params": params}, batch["image"])
   np.testing.assert_allclose(terms["loss_code_energy"], jnp.mean(jnp.sum(code**2, 1)), rtol=1e-6)
   np.testing.assert_allclose(loss, terms["loss_rec"] + 0.25 * terms["loss_code_energy"], rtol=1e-6)
@@ -94,26 +101,26 @@ def test_user_term_by_import_path():
 @pytest.mark.parametrize("spec,match", [
     ("no_colon", "package.module:function"),
     ("no_such_module_xyz:f", "cannot import"),
-    ("tests.test_objectives:missing", "has no function"),
-    ("tests.test_objectives:code_energy=heavy", "not a number"),
+    ("tests.test_families:missing", "has no function"),
+    ("tests.test_families:code_energy=heavy", "not a number"),
 ])
 def test_bad_user_terms(spec, match):
   with pytest.raises(ValueError, match=match):
-    objectives.parse_extra_terms(spec)
+    families.extra_terms(spec)
 
 
 def test_unknown_family():
   config, model, *_ = _setup("undercomplete")
   config.family = "adversarial"
   with pytest.raises(ValueError, match="unknown family"):
-    objectives.build(config, model)
+    build(config, model)
 
 
 def _topk_setup(**overrides):
   config = family_config("sparse")
   config.update({"sparsity": "topk", "code_activation": "linear", "latent_dim": 12, "topk": 3, "auxk": 4,
                  **overrides})
-  model = models.from_config(config, (8, 8, 1))
+  model = families.model_from_config(config, (8, 8, 1))
   params = models.init(model, jax.random.key(0), (8, 8, 1))
   batch = {"image": jax.random.uniform(jax.random.key(1), (6, 8, 8, 1)), "label": jnp.zeros(6, jnp.int32)}
   return config, model, params, batch, jax.random.split(jax.random.key(2), 6)
@@ -123,12 +130,12 @@ def test_topk_code_has_k_active_units_and_auxk_revives_dead_ones():
   config, model, params, batch, keys = _topk_setup()
   code = model.apply({"params": params}, batch["image"], method="encode")
   assert np.all(np.sum(np.asarray(code) > 0, axis=1) <= 3)
-  loss, terms = objectives.build(config, model)(params, batch, keys)
+  loss, terms = build(config, model)(params, batch, keys)
   assert terms["dead_fraction"] > 0 and terms["loss_auxk"] > 0
   np.testing.assert_allclose(loss, terms["loss_rec"] + config.auxk_weight * terms["loss_auxk"], rtol=1e-6)
   # The AuxK gradient reaches the dead units' encoder weights, which the main loss never touches.
   dead = np.asarray(np.sum(np.asarray(code) > 0, axis=0) == 0)
-  grad_aux = jax.grad(lambda p: objectives.build(config, model)(p, batch, keys)[1]["loss_auxk"])(params)
+  grad_aux = jax.grad(lambda p: build(config, model)(p, batch, keys)[1]["loss_auxk"])(params)
   assert np.abs(np.asarray(grad_aux["encoder"]["code"]["kernel"])[:, dead]).sum() > 0
 
 
@@ -136,5 +143,26 @@ def test_auxk_is_exactly_zero_without_dead_units():
   config, model, params, batch, keys = _topk_setup(latent_dim=3, topk=3)  # Every unit can fire...
   params = jax.tree.map(lambda p: p, params)
   params["encoder"]["code"]["bias"] = jnp.full(3, 100.0)  # ...and does, for every example.
-  _, terms = objectives.build(config, model)(params, batch, keys)
+  _, terms = build(config, model)(params, batch, keys)
   assert terms["dead_fraction"] == 0 and terms["loss_auxk"] == 0
+
+
+def test_hyperparameters_are_data_one_compile_serves_every_value():
+  config, model, params, batch, keys = _setup("vae")
+  loss_fn = jax.jit(families.build(config, model))
+  hp = hparams.from_config(config)
+  losses = [loss_fn(params, batch, keys, {**hp, "beta": jnp.float32(beta)}) for beta in (0.0, 1.0, 4.0)]
+  assert loss_fn._cache_size() == 1  # pylint: disable=protected-access
+  for (loss, terms), beta in zip(losses, (0.0, 1.0, 4.0)):
+    np.testing.assert_allclose(loss, terms["loss_rec"] + beta * terms["loss_kl"], rtol=1e-6)
+
+
+def wrong_shape(forward: families.Forward) -> jax.Array:
+  """A user term that returns one value per code unit instead of one per example."""
+  return jnp.sum(forward.code, axis=0)
+
+
+def test_user_term_of_the_wrong_shape_is_named_while_tracing():
+  config, model, params, batch, keys = _setup("undercomplete", extra_terms="tests.test_families:wrong_shape")
+  with pytest.raises(ValueError, match=r"extra term 'wrong_shape' must return one float per example, shape \(6,\)"):
+    jax.eval_shape(build(config, model), params, batch, keys)

@@ -1,0 +1,7 @@
+"""Errors a run ends with, importable without JAX (the entry points map them to exit codes)."""
+
+NON_FINITE_EXIT_CODE = 3  # Distinct from bad input's 2.
+
+
+class TrainingError(RuntimeError):
+  """Training cannot go on (a non-finite loss); the message says where it stopped and what to change."""

@@ -1,0 +1,287 @@
+"""The five autoencoder families: one small named function each over the pure terms in `ae_jax.losses`,
+and one registry (`FAMILIES`) that validation, models, evaluation, pictures, compare and benchmark read.
+
+A family's objective is `objective(setup, params, x, keys, hp) -> (per-example loss, {named terms}, Forward)`;
+`build` turns it into the loss the step differentiates,
+
+    loss_fn(params, batch, keys, hp) -> (loss, {"loss": ..., "loss_rec": ..., ...})
+
+where `batch["image"]` is (B, H, W, C) in [0, 1], `keys` holds one PRNG key per example (so every draw
+is independent of how the batch is split over devices) and `hp` is the hyperparameter pytree of
+`ae_jax.hparams` (weights, beta, rho, noise level: data, never constants).
+
+User terms: any function `term(forward: Forward) -> (B,)` can be added by import path, e.g.
+`config.extra_terms = "my_pkg.terms:orthogonality=0.1"`; it is averaged, weighted by
+`hp["weight/orthogonality"]`, added to the loss and reported as `loss_orthogonality`.
+"""
+
+from collections.abc import Callable, Sequence
+import dataclasses
+import functools
+import importlib
+import os
+import sys
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ae_jax import hparams
+from ae_jax import models
+from ae_jax.losses import contractive
+from ae_jax.losses import corruption
+from ae_jax.losses import reconstruction
+from ae_jax.losses import sparsity
+from ae_jax.losses import variational
+
+LossFn = Callable[[Any, dict[str, jax.Array], jax.Array, dict[str, jax.Array]],
+                  tuple[jax.Array, dict[str, jax.Array]]]
+Term = Callable[["Forward"], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Forward:
+  """What a forward pass produced for one batch; user terms read what they need from it."""
+
+  model: nn.Module
+  params: Any
+  x: jax.Array  # The clean batch.
+  x_in: jax.Array  # What the encoder saw (corrupted for the denoising family).
+  code: jax.Array  # The code (a posterior sample for the VAE).
+  logits: jax.Array  # Decoder output for `code`.
+  keys: jax.Array  # One PRNG key per example, unused by the built-in terms that consumed them.
+
+  def encode(self, x: jax.Array) -> jax.Array:
+    """The deterministic code of x (the posterior mean for a VAE), differentiable in params."""
+    out = self.model.apply({"params": self.params}, x, method="encode")
+    return out[0] if isinstance(out, tuple) else out
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """What an objective needs besides its arguments: the model and the structure keys it reads."""
+
+  model: nn.Module
+  config: Any  # Structure keys only (kinds, paths); numbers come from `hp`.
+  axis_name: str | None  # The data-parallel axis, for global batch statistics (KL sparsity, dead units).
+
+  def apply(self, params, *args, **kwargs):
+    return self.model.apply({"params": params}, *args, **kwargs)
+
+  def reconstruction(self, logits: jax.Array, x: jax.Array) -> jax.Array:
+    return reconstruction.from_logits(logits, x, kind=self.config.reconstruction)
+
+  def autoencode(self, params, x, x_in, keys) -> tuple[Forward, dict[str, Any]]:
+    """A deterministic AE's forward pass, with the intermediates it sowed (TopK's pre-codes)."""
+    (code, logits), state = self.apply(params, x_in, mutable=["intermediates"])
+    return Forward(self.model, params, x, x_in, code, logits, keys), state
+
+
+Objective = Callable[[Setup, Any, jax.Array, jax.Array, dict[str, jax.Array]],
+                     tuple[jax.Array, dict[str, jax.Array], Forward]]
+
+
+def _stream(keys: jax.Array, stream: int) -> jax.Array:
+  """An independent key per example for a second use of the same per-example keys."""
+  return jax.vmap(jax.random.fold_in, (0, None))(keys, stream)
+
+
+def undercomplete(setup: Setup, params, x, keys, hp):
+  """Reconstruction alone: the bottleneck is the constraint."""
+  del hp
+  forward, _ = setup.autoencode(params, x, x, keys)
+  rec = setup.reconstruction(forward.logits, x)
+  return rec, {"loss_rec": rec.mean()}, forward
+
+
+def sparse(setup: Setup, params, x, keys, hp):
+  """Reconstruction plus an L1 or KL penalty on the code, or TopK codes with the AuxK loss."""
+  forward, state = setup.autoencode(params, x, x, keys)
+  rec = setup.reconstruction(forward.logits, x)
+  terms = {"loss_rec": rec.mean()}
+  kind = setup.config.sparsity
+  if kind == "l1":
+    penalty, weight = sparsity.l1(forward.code).mean(), hp["sparsity_weight"]
+  elif kind == "kl":
+    penalty = sparsity.kl_divergence(forward.code, rho=hp["rho"], axis_name=setup.axis_name).sum()
+    weight = hp["sparsity_weight"]
+  elif kind == "topk":  # TopK is in the model; AuxK revives the dead units.
+    dead = sparsity.dead_units(forward.code, axis_name=setup.axis_name)
+    aux = sparsity.auxk_code(state["intermediates"]["encoder"]["pre_code"][0], dead, k=setup.config.auxk)
+    penalty = jnp.where(dead.any(), _auxk_loss(setup, params, forward, aux), 0.0)
+    weight = hp["auxk_weight"]
+    terms["dead_fraction"] = dead.mean()
+  else:
+    raise ValueError(f"unknown sparsity {kind!r}; choose 'l1', 'kl' or 'topk'")
+  terms["loss_" + ("auxk" if kind == "topk" else kind)] = penalty
+  return rec + weight * penalty, terms, forward
+
+
+def _auxk_loss(setup: Setup, params, forward: Forward, aux_code: jax.Array) -> jax.Array:
+  """AuxK (Gao et al. 2024): dead latents learn to reconstruct the residual the live ones leave.
+
+  The residual e = x - x_hat is a constant; its prediction is what adding `aux_code` changes in the
+  decoded image (for a linear decoder, exactly W_dec aux_code as in the paper).
+  """
+  code = jax.lax.stop_gradient(forward.code)
+  residual = forward.x - jax.lax.stop_gradient(jax.nn.sigmoid(forward.logits))
+  decode = lambda z: jax.nn.sigmoid(setup.apply(params, z, method="decode"))
+  return reconstruction.squared_error(decode(code + aux_code) - decode(code), residual).mean()
+
+
+def denoising(setup: Setup, params, x, keys, hp):
+  """Reconstruct the clean input from a corrupted one (noise drawn from each example's key)."""
+  noise = functools.partial(corruption.corrupt, kind=setup.config.noise, level=hp["noise_level"])
+  x_in = jax.vmap(noise)(_stream(keys, 1), x)
+  forward, _ = setup.autoencode(params, x, x_in, keys)
+  rec = setup.reconstruction(forward.logits, x)
+  return rec, {"loss_rec": rec.mean()}, forward
+
+
+def contractive_(setup: Setup, params, x, keys, hp):
+  """Reconstruction plus the encoder Jacobian's squared Frobenius norm, exactly (or estimated)."""
+  forward, _ = setup.autoencode(params, x, x, keys)
+  rec = setup.reconstruction(forward.logits, x)
+  encoder = getattr(setup.model, "encoder", None)
+  mlp = isinstance(encoder, models.MLPEncoder)
+  path = setup.config.contractive_path
+  penalty = contractive.penalty(
+      forward.encode, x, path=path, layers=models.mlp_layers(params["encoder"]) if mlp else None,
+      activations=contractive.mlp_activations(encoder) if mlp else None,
+      # Per-example probes (an independent stream of each example's key): device-count invariant.
+      key=_stream(keys, 1) if path == "stochastic" else None)
+  return (rec + hp["contractive_weight"] * penalty,
+          {"loss_rec": rec.mean(), "loss_contractive": penalty.mean()}, forward)
+
+
+def vae(setup: Setup, params, x, keys, hp):
+  """The negative ELBO with a beta on the KL: a reparameterized sample from q(z|x) per example."""
+  mean, logvar = setup.apply(params, x, method="encode")
+  code = jax.vmap(variational.reparameterize)(keys, mean, logvar)
+  logits = setup.apply(params, code, method="decode")
+  rec = setup.reconstruction(logits, x)
+  kl = variational.kl_standard_normal(mean, logvar)
+  forward = Forward(setup.model, params, x, x, code, logits, keys)
+  return (variational.negative_elbo(rec, kl, beta=hp["beta"]), {"loss_rec": rec.mean(), "loss_kl": kl.mean()},
+          forward)
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """A family's entry: its objective, which hyperparameters it reads, its model, its key metrics."""
+
+  objective: Objective
+  hparams: tuple[str, ...]  # Beyond learning_rate and seed, which every family reads.
+  idea: str  # What constrains the code (README's and compare's table).
+  use: str  # When to reach for it.
+  metrics: tuple[str, ...]  # The evaluation metrics a sweep or comparison table shows first.
+  variational: bool = False  # The model: a Gaussian encoder and sampling in the loss.
+  draws_filters: bool = False  # pictures: what each code unit draws (filters.png).
+
+
+_COMMON_METRICS = ("mse", "probe_accuracy")
+FAMILIES: dict[str, Family] = {
+    "undercomplete": Family(
+        undercomplete, (), "a bottleneck narrower than the input",
+        "non-linear dimensionality reduction; compare with PCA first", _COMMON_METRICS + ("pca_mse",)),
+    "sparse": Family(
+        sparse, ("sparsity_weight", "rho", "auxk_weight"),
+        "an L1 penalty on the code, or KL(rho || mean activation) per unit, or TopK",
+        "many features of which few fire per input: interpretable parts",
+        _COMMON_METRICS + ("l0", "dead_fraction"), draws_filters=True),
+    "denoising": Family(
+        denoising, ("noise_level",),
+        "the encoder sees a corrupted input (Gaussian, masking, salt-and-pepper); the loss compares with "
+        "the clean one", "features robust to noise, or an actual denoiser",
+        _COMMON_METRICS + ("psnr_gain/masking_0.25", "psnr_gain/gaussian_0.3")),
+    "contractive": Family(
+        contractive_, ("contractive_weight",), "the squared Frobenius norm of the encoder Jacobian, computed exactly",
+        "codes insensitive to small input changes (a locally flat manifold)",
+        _COMMON_METRICS + ("jacobian_frobenius_sq", "psnr_gain/gaussian_0.3")),
+    "vae": Family(
+        vae, ("beta",), "a Gaussian posterior, the reparameterization trick, and the negative ELBO (with a beta "
+        "on the KL)", "generating new samples, or a smooth, structured latent space",
+        ("negative_elbo", "elbo_reconstruction", "elbo_kl", "log_likelihood", "active_units", "mse"),
+        variational=True),
+}
+NAMES = tuple(FAMILIES)
+
+
+def get(name: str) -> Family:
+  if name not in FAMILIES:
+    raise ValueError(f"unknown family {name!r}; choose one of {', '.join(NAMES)}")
+  return FAMILIES[name]
+
+
+def model_from_config(config, input_shape: Sequence[int]) -> nn.Module:
+  """`models.build` with the model keys of an experiment config; ValueError for impossible shapes."""
+  topk = config.topk if config.family == "sparse" and config.sparsity == "topk" else 0
+  return models.build(
+      architecture=config.architecture, input_shape=input_shape, latent_dim=config.latent_dim,
+      widths=tuple(config.widths), activation=config.activation, code_activation=config.code_activation,
+      variational=get(config.family).variational, topk=topk)
+
+
+def resolve_term(path: str) -> Term:
+  """Imports `module.sub:function` and returns the function; ValueError with a fix if it can't.
+
+  The working directory is importable, as for `python -m`: a `my_terms.py` next to where the run
+  starts is found without setting PYTHONPATH.
+  """
+  module_name, sep, attr = path.partition(":")
+  if not sep or not module_name or not attr:
+    raise ValueError(f"extra term {path!r} must look like 'package.module:function'")
+  if os.getcwd() not in sys.path and "" not in sys.path:
+    sys.path.append(os.getcwd())
+  try:
+    module = importlib.import_module(module_name)
+  except ImportError as e:
+    raise ValueError(f"cannot import module {module_name!r} for extra term {path!r}: {e}; the module must "
+                     "be in the working directory or on PYTHONPATH") from None
+  fn = getattr(module, attr, None)
+  if not callable(fn):
+    raise ValueError(f"module {module_name!r} has no function {attr!r} (extra term {path!r})")
+  return fn
+
+
+def extra_terms(spec: str) -> dict[str, Term]:
+  """The user terms of `config.extra_terms`, by name (their weights are hyperparameters)."""
+  terms = {}
+  for name, path, _ in hparams.parse_extra_terms(spec):
+    if name in terms:
+      raise ValueError(f"extra term {name!r} is named twice; term names (the function names) must differ")
+    terms[name] = resolve_term(path)
+  return terms
+
+
+def _check_term(name: str, value: Any, shape: tuple[int, ...]) -> jax.Array:
+  """The batch mean of a user term, after checking (while tracing) that it gave one float per example."""
+  value = jnp.asarray(value)
+  if value.shape != shape or not jnp.issubdtype(value.dtype, jnp.floating):
+    raise ValueError(f"extra term {name!r} must return one float per example, shape {shape}; it returned "
+                     f"shape {value.shape} of {value.dtype}")
+  return value.mean()
+
+
+def build(config, model: nn.Module, *, axis_name: str | None = None) -> LossFn:
+  """Returns `loss_fn(params, batch, keys, hp)` of `config.family` for `model`.
+
+  Reads only structure keys of `config`; every number comes from `hp`. `axis_name` names the
+  data-parallel axis for terms that need global batch statistics; leave it None outside `shard_map`.
+  """
+  objective = get(config.family).objective
+  setup = Setup(model, config, axis_name)
+  extra = extra_terms(config.extra_terms)
+
+  def loss_fn(params, batch, keys, hp):
+    per_example, terms, forward = objective(setup, params, batch["image"], keys, hp)
+    loss = per_example.mean()
+    for name, fn in extra.items():
+      value = _check_term(name, fn(forward), per_example.shape)
+      terms[f"loss_{name}"] = value
+      loss = loss + hp[hparams.EXTRA_PREFIX + name] * value
+    terms["loss"] = loss
+    return loss, terms
+
+  return loss_fn

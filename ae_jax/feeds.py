@@ -1,0 +1,145 @@
+"""Batches for the step: drawn on the device from a dataset held there, or streamed from host memory.
+
+Both feeds draw each member's batches without replacement within an epoch, from a permutation that
+depends only on (the member's seed, epoch): the data order is a pure function of the step, so a
+resumed run sees exactly the batches an uninterrupted one would, and both feeds see the same ones.
+A feed's `run(state, hp, step, length)` trains `length` steps in one jitted `lax.scan` and returns
+the new state and the metrics stacked as (length, members).
+"""
+
+import concurrent.futures
+import functools
+
+import jax
+from jax import lax
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import numpy as np
+
+from ae_jax import step as step_lib
+
+
+def epoch_permutation(seed, epoch, num_examples: int) -> jax.Array:
+  """The order of the training examples in `epoch` for the member with `seed`."""
+  return jax.random.permutation(jax.random.fold_in(step_lib.data_key(seed), epoch), num_examples)
+
+
+def _permutations(seeds, epoch, num_examples: int) -> jax.Array:
+  return jax.vmap(epoch_permutation, (0, None, None))(seeds, epoch, num_examples)
+
+
+def make_train_chunk(step_fn: step_lib.StepFn, *, num_examples: int, batch_size: int, length: int):
+  """Returns jitted `(state, hp, step, images, labels) -> (state, metrics)` over `length` steps.
+
+  `step` is the global step the chunk starts at (an array, so it does not recompile).
+  """
+  steps_per_epoch = num_examples // batch_size
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def chunk(state, hp, step, images, labels):
+    seeds = hp["seed"]
+
+    def body(carry, _):
+      state, perms, t = carry
+      pos = t % steps_per_epoch
+      perms = lax.cond(pos == 0, lambda: _permutations(seeds, t // steps_per_epoch, num_examples), lambda: perms)
+      idx = lax.dynamic_slice_in_dim(perms, pos * batch_size, batch_size, axis=1)  # (members, batch)
+      state, metrics = step_fn(state, {"image": images[idx], "label": labels[idx]}, hp, t)
+      return (state, perms, t + 1), metrics
+
+    perms = _permutations(seeds, step // steps_per_epoch, num_examples)
+    (state, _, _), metrics = lax.scan(body, (state, perms, step), length=length)
+    return state, metrics
+
+  return chunk
+
+
+def make_stream_chunk(step_fn: step_lib.StepFn):
+  """Like `make_train_chunk`, for batches streamed from the host: images of shape (length, members,
+  batch, ...), as `HostFeed` makes them."""
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def chunk(state, hp, step, images, labels):
+    def body(carry, batch):
+      state, t = carry
+      state, metrics = step_fn(state, batch, hp, t)
+      return (state, t + 1), metrics
+
+    (state, _), metrics = lax.scan(body, (state, step), {"image": images, "label": labels})
+    return state, metrics
+
+  return chunk
+
+
+class DeviceFeed:
+  """Trains on a dataset held on the device: `run` is one `make_train_chunk` call (compiled per length)."""
+
+  def __init__(self, step_fn: step_lib.StepFn, images: np.ndarray, labels: np.ndarray, *, batch_size: int,
+               mesh: Mesh):
+    replicated = NamedSharding(mesh, P())
+    self._images, self._labels = jax.device_put(images, replicated), jax.device_put(labels, replicated)
+    self._step_fn, self._batch_size, self._chunks = step_fn, batch_size, {}
+
+  def run(self, state, hp, step: int, length: int, next_length: int = 0):
+    del next_length  # Nothing to prefetch.
+    if length not in self._chunks:
+      self._chunks[length] = make_train_chunk(self._step_fn, num_examples=len(self._images),
+                                              batch_size=self._batch_size, length=length)
+    return self._chunks[length](state, hp, np.int32(step), self._images, self._labels)
+
+  def close(self) -> None:
+    pass
+
+
+class HostFeed:
+  """Trains on a dataset streamed from host memory, in `DeviceFeed`'s order, one chunk ahead.
+
+  While the device trains on one chunk, a background thread gathers the next (length, members,
+  batch, ...) block and copies it to the devices, split over members and the batch.
+  """
+
+  def __init__(self, step_fn: step_lib.StepFn, images: np.ndarray, labels: np.ndarray, *, batch_size: int,
+               mesh: Mesh):
+    self._images, self._labels, self._batch_size = images, labels, batch_size
+    self._steps_per_epoch = len(images) // batch_size
+    self._sharding = NamedSharding(mesh, P(None, step_lib.SWEEP, step_lib.DATA))
+    self._chunk = make_stream_chunk(step_fn)
+    self._permutations = jax.jit(_permutations, static_argnums=2)
+    self._perms: dict[int, np.ndarray] = {}
+    self._seeds = None
+    self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    self._pending = None
+
+  def _indices(self, step: int) -> np.ndarray:
+    epoch, pos = divmod(step, self._steps_per_epoch)
+    if epoch not in self._perms:  # Keep this epoch's order and the previous one's.
+      perms = np.asarray(self._permutations(self._seeds, epoch, len(self._images)))
+      self._perms = {epoch: perms, **{e: p for e, p in self._perms.items() if e == epoch - 1}}
+    return self._perms[epoch][:, pos * self._batch_size:(pos + 1) * self._batch_size]
+
+  def _build(self, step: int, length: int):
+    idx = np.stack([self._indices(s) for s in range(step, step + length)])  # (length, members, batch)
+    return jax.device_put(self._images[idx], self._sharding), jax.device_put(self._labels[idx], self._sharding)
+
+  def run(self, state, hp, step: int, length: int, next_length: int = 0):
+    if self._seeds is None:
+      self._seeds = np.asarray(jax.device_get(hp["seed"]))
+    if self._pending is not None and self._pending[:2] == (step, length):
+      images, labels = self._pending[2].result()
+    else:
+      images, labels = self._build(step, length)
+    self._pending = None
+    if next_length:
+      self._pending = (step + length, next_length, self._pool.submit(self._build, step + length, next_length))
+    return self._chunk(state, hp, np.int32(step), images, labels)
+
+  def close(self) -> None:
+    self._pool.shutdown(wait=True)
+
+
+def data_fits_on_device(num_bytes: int, *, fraction: float = 0.25) -> bool:
+  """Whether a dataset of `num_bytes` should live on the device (accelerators report their memory)."""
+  stats = jax.devices()[0].memory_stats() or {}
+  limit = stats.get("bytes_limit")
+  return limit is None or num_bytes <= fraction * limit

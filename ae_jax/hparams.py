@@ -1,0 +1,77 @@
+"""A config is structure (static: shapes and code) plus hyperparameters (data: numbers in the math).
+
+The loss and the optimizer take the hyperparameters as an explicit pytree `hp`, a dict of scalars;
+a sweep stacks the `hp` of its members along a leading member axis, so one compiled program trains
+all of them (`vmap` or a loop over that axis, sharded over devices). A single run is a sweep of one.
+
+Changing a hyperparameter never recompiles; changing a structure key does, which is why a sweep
+groups its members by `structure_key` and runs one program per group.
+
+This module is pure data at the bottom of the package: it imports nothing from `ae_jax`.
+"""
+
+from collections.abc import Mapping, Sequence
+import json
+from typing import Any
+
+import numpy as np
+
+# Numbers inside the math, read from `hp` (never closed over) by the families and the optimizer.
+FLOAT_KEYS = ("learning_rate", "sparsity_weight", "rho", "auxk_weight", "noise_level", "contractive_weight",
+              "beta")
+# The seed: initialisation, data order and noise of a member all derive from it.
+INT_KEYS = ("seed",)
+KEYS = FLOAT_KEYS + INT_KEYS
+EXTRA_PREFIX = "weight/"  # hp["weight/<term>"]: the weight of an extra user term.
+
+HParams = dict[str, Any]
+
+
+def parse_extra_terms(spec: str) -> list[tuple[str, str, float]]:
+  """'mod:fn=0.1,mod2:fn2' -> [('fn', 'mod:fn', 0.1), ('fn2', 'mod2:fn2', 1.0)]: (name, path, weight).
+
+  Only the syntax is checked here; importing the functions is the families' job.
+  """
+  terms = []
+  for item in filter(None, (s.strip() for s in spec.split(","))):
+    path, _, weight = item.partition("=")
+    path = path.strip()
+    try:
+      value = float(weight) if weight.strip() else 1.0
+    except ValueError:
+      raise ValueError(f"extra term {item!r}: weight {weight!r} is not a number") from None
+    terms.append((path.rpartition(":")[2], path, value))
+  return terms
+
+
+def extra_terms_structure(spec: str) -> str:
+  """The extra terms without their weights: which functions run (structure), not how much they count."""
+  return ",".join(path for _, path, _ in parse_extra_terms(spec))
+
+
+def from_config(config: Mapping[str, Any]) -> HParams:
+  """The hyperparameters of one run as Python numbers: `KEYS` plus one weight per extra term."""
+  hp = {k: float(config[k]) for k in FLOAT_KEYS}
+  hp["seed"] = int(config["seed"])
+  for name, _, weight in parse_extra_terms(config["extra_terms"]):
+    hp[EXTRA_PREFIX + name] = weight
+  return hp
+
+
+def stack(hps: Sequence[HParams]) -> dict[str, np.ndarray]:
+  """Members' hyperparameters with a leading member axis: float32 numbers, int32 seeds."""
+  if not hps:
+    raise ValueError("stack needs at least one member")
+  keys = list(hps[0])
+  if any(list(hp) != keys for hp in hps):
+    raise ValueError("members of one program must have the same hyperparameter keys (same extra terms)")
+  return {k: np.asarray([hp[k] for hp in hps], np.int32 if k in INT_KEYS else np.float32) for k in keys}
+
+
+def structure_key(config: Mapping[str, Any]) -> str:
+  """A string equal for two configs exactly when they can train in one program: every key but the
+  hyperparameters (and `overwrite`) is shared by the members of a program, step counts included."""
+  values = json.loads(json.dumps(dict(config), default=str))  # Tuples become lists, as in stored configs.
+  out = {k: v for k, v in values.items() if k not in KEYS and k != "overwrite"}
+  out["extra_terms"] = extra_terms_structure(config["extra_terms"])
+  return json.dumps(out, sort_keys=True)
