@@ -9,6 +9,8 @@ from absl import flags
 
 from ae_jax import config as config_lib
 from ae_jax import data
+from ae_jax import errors
+from ae_jax import sweep_spec
 
 USAGE_EXIT_CODE = 2
 
@@ -49,11 +51,14 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 @contextlib.contextmanager
 def clear_errors():
-  """Turns the library's input errors into one line on stderr and exit code 2."""
+  """Turns the library's errors into one line on stderr: exit code 2 for bad input, 3 for a non-finite loss."""
   try:
     yield
-  except (config_lib.ConfigError, data.DataError) as e:
+  except (config_lib.ConfigError, data.DataError, sweep_spec.SweepError) as e:
     fail(str(e))
+  except errors.TrainingError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(errors.NON_FINITE_EXIT_CODE)
 
 
 def report(result: dict[str, Any], workdir: str) -> None:
@@ -73,3 +78,12 @@ def report(result: dict[str, Any], workdir: str) -> None:
   width = max(map(len, outputs))
   lines.extend(f"  {name:{width}s}  {path}" for name, path in outputs.items())
   print("\n".join(lines))
+
+
+def exit_for_sweep(out: dict[str, Any]) -> None:
+  """Exit code 1 if a member's program failed (rerun the command to retry it), else 0."""
+  failed = [row["member"] for row in out["rows"] if str(row["status"]).startswith("failed")]
+  if failed:
+    print(f"error: {len(failed)} member(s) failed ({', '.join(failed[:4])}); see the log above, then run the "
+          "same command again to retry them", file=sys.stderr)
+    sys.exit(1)

@@ -1,0 +1,179 @@
+"""Sweeps: many settings and seeds of one base config, trained as few programs as their structure allows.
+
+    results = sweep.run(base_config, [{"beta": 0.5, "seed": 0}, {"beta": 2.0, "seed": 0}], "runs/beta")
+
+Members (override dicts, see `ae_jax.sweep_spec`) that share a structure train together as one program
+(`train.train_members`): their hyperparameters are a stacked pytree, their states carry a member axis
+split over the devices. Groups of different structure (e.g. a sweep over `family`) run one after another.
+Each member writes what a single run writes into `workdir/<member name>/`; the sweep adds `sweep.json`
+(what it is), `sweep.md`, `sweep.csv` and `sweep.png` (one row per member, and mean ± std over seeds).
+
+Rerunning the same sweep resumes it: finished members are re-reported from their files, the others
+resume from their checkpoints. New members may be added to a finished sweep (only they train); a
+sweep with another base config is refused unless `overwrite`.
+"""
+
+import copy
+import json
+import math
+import os
+import shutil
+from typing import Any
+
+from absl import logging
+
+from ae_jax import checkpoints
+from ae_jax import config as config_lib
+from ae_jax import data
+from ae_jax import families
+from ae_jax import hparams
+from ae_jax import sweep_spec
+from ae_jax import sweep_table
+from ae_jax import writers
+
+SWEEP_FILE = "sweep.json"
+BASE_METRICS = ("train_loss", "test_loss")
+
+
+def member_configs(base_config, members: list[dict[str, Any]]) -> list[Any]:
+  """The validated config of each member (a ConfigError names the member that is wrong)."""
+  configs = []
+  for overrides in members:
+    config = copy.deepcopy(base_config)
+    config.update(overrides)
+    try:
+      config_lib.validate(config)
+    except config_lib.ConfigError as e:
+      raise config_lib.ConfigError(f"sweep member {_describe(overrides)}: {e}") from None
+    configs.append(config)
+  return configs
+
+
+def _describe(overrides: dict[str, Any]) -> str:
+  return ", ".join(f"{k}={v!r}" for k, v in overrides.items()) or "(base config)"
+
+
+def metric_columns(configs) -> list[str]:
+  """train_loss, test_loss, then the key evaluation metrics of the families in the sweep."""
+  columns = list(BASE_METRICS)
+  for config in configs:
+    columns += [m for m in families.get(config.family).metrics if m not in columns]
+  return columns
+
+
+def _prepare(workdir: str, base_config, members: list[dict[str, Any]], names: list[str], overwrite: bool) -> None:
+  """Refuses a workdir holding a sweep of another base config unless `overwrite`; records this one."""
+  path = os.path.join(workdir, SWEEP_FILE)
+  base = checkpoints.comparable(base_config.to_dict())
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      stored = json.load(f)
+    if overwrite:
+      for name in stored.get("member_names", []):
+        shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+    elif stored.get("base") != base:
+      changed = sorted(k for k in stored.get("base", {}).keys() | base.keys() if stored["base"].get(k) != base.get(k))
+      raise config_lib.ConfigError(
+          f"workdir {workdir!r} holds a sweep of a different base config ({', '.join(changed[:4])} differ); use "
+          "another --workdir, or pass --overwrite to discard that sweep")
+  os.makedirs(workdir, exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump({"base": base, "members": members, "member_names": names}, f, indent=2, default=str)
+
+
+def _finished(workdir: str, config) -> dict[str, Any] | None:
+  """A member's result read back from its files, if it finished (or diverged) with this config."""
+  status_path = os.path.join(workdir, "status.json")
+  config_path = os.path.join(workdir, checkpoints.CONFIG_FILE)
+  if not (os.path.exists(status_path) and os.path.exists(config_path)):
+    return None
+  with open(status_path, encoding="utf-8") as f:
+    status = json.load(f)
+  with open(config_path, encoding="utf-8") as f:
+    if checkpoints.comparable(json.load(f)) != checkpoints.comparable(config.to_dict()):
+      return None
+  if status["status"] == "done" and status["step"] != config.num_steps:
+    return None  # num_steps was raised: train on.
+  result = {"status": status["status"], "message": status.get("message", ""), "step": status["step"],
+            "diverged_at": status.get("diverged_at"),
+            "eval": {}, "train": {}, "test": {}}
+  eval_path = os.path.join(workdir, "eval.json")
+  if status["status"] == "done" and os.path.exists(eval_path):
+    with open(eval_path, encoding="utf-8") as f:
+      result["eval"] = {k: v for k, v in json.load(f).items() if k != "step"}
+  rows = writers.read_jsonl(os.path.join(workdir, "metrics.jsonl")) if os.path.exists(
+      os.path.join(workdir, "metrics.jsonl")) else []
+  for row in rows:
+    if "loss" in row:
+      result["train"] = {k: v for k, v in row.items() if k != "step" and not k.startswith("test_")}
+    if "test_loss" in row:
+      result["test"] = {k[5:]: v for k, v in row.items() if k.startswith("test_")}
+  return result
+
+
+def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str | None = None,
+        overwrite: bool = False, devices=None, names: list[str] | None = None) -> dict[str, Any]:
+  """Trains (or resumes, or re-reports) every member; returns {"rows", "results", "paths", "best", "text"}.
+
+  `names` (default: from the swept values) name the members' folders.
+
+  Raises SweepError or ConfigError (one line) for bad input and DataError for bad data. A member
+  whose loss stops being finite is marked diverged; a program that fails marks its members failed.
+  """
+  from ae_jax import train  # pylint: disable=g-import-not-at-top  # Loads JAX and TensorFlow.
+
+  members = sweep_spec.validate(members, base_config)
+  swept = sweep_spec.swept_keys(members)
+  configs = member_configs(base_config, members)
+  names = names or [sweep_spec.member_name(m, swept) for m in members]
+  if select:
+    sweep_table.direction(select)  # A malformed --select fails before anything trains.
+  _prepare(workdir, base_config, members, names, overwrite)
+  results: list[dict[str, Any] | None] = [_finished(os.path.join(workdir, n), c) for n, c in zip(names, configs)]
+  pending = [i for i, r in enumerate(results) if r is None]
+  logging.info("Sweep of %d members in %s: %d finished, %d to train.", len(members), workdir,
+               len(members) - len(pending), len(pending))
+  groups: dict[str, list[int]] = {}
+  for i in pending:
+    groups.setdefault(hparams.structure_key(configs[i]), []).append(i)
+  datasets: dict[tuple[str, str, str], data.Dataset] = {}
+  for group in groups.values():
+    config = configs[group[0]]
+    source = (config.dataset, config.data_dir, config.binarize)
+    if source not in datasets:
+      datasets[source] = data.load(config.dataset, data_dir=config.data_dir, binarize=config.binarize)
+    batch = [train.Member(configs[i], os.path.join(workdir, names[i])) for i in group]
+    logging.info("Sweep: training %d member(s) as one program: %s", len(batch), ", ".join(names[i] for i in group))
+    try:
+      outs = train.train_members(batch, datasets[source], devices=devices)
+    except (config_lib.ConfigError, data.DataError):
+      raise
+    except Exception as e:  # pylint: disable=broad-except  # One program failing must not lose the others.
+      logging.exception("Sweep: the program of %s failed.", ", ".join(names[i] for i in group))
+      outs = [{"status": "failed", "message": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+               "eval": {}, "train": {}, "test": {}} for _ in group]
+    for i, out in zip(group, outs):
+      results[i] = out
+
+  rows = [_row(name, c, swept, r) for name, c, r in zip(names, configs, results)]
+  metrics = metric_columns(configs)
+  title = f"{base_config.family if len({c.family for c in configs}) == 1 else 'families'} on {base_config.dataset}"
+  paths = sweep_table.write(workdir, rows, swept_keys=swept, metrics=metrics, select=select, title=title)
+  try:
+    best = sweep_table.best(rows, select, swept_keys=swept) if select else None
+  except ValueError:  # No member has that metric; the table's "Best by" line lists the ones there are.
+    best = None
+  text = sweep_table.format_text(rows, swept_keys=swept, metrics=metrics, select=select)
+  return {"rows": rows, "results": results, "paths": paths, "best": best, "text": text, "names": names}
+
+
+def _row(name: str, config, swept: list[str], result: dict[str, Any]) -> dict[str, Any]:
+  status = result["status"]
+  if status == "diverged":
+    status = f"diverged at step {result.get('diverged_at')}"
+  elif status == "failed":
+    status = f"failed: {result['message']}"
+  row = {"member": name, **{k: config[k] for k in swept}, "status": status,
+         "train_loss": result["train"].get("loss", math.nan), "test_loss": result["test"].get("loss", math.nan)}
+  row.update(result.get("eval", {}))
+  return row

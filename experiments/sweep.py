@@ -1,0 +1,70 @@
+"""Trains a sweep: many hyperparameter settings and seeds of one config, as few compiled programs as can be.
+
+  # A VAE's beta over 4 values x 3 seeds (12 members, one program) on the embedded digits:
+  python experiments/sweep.py --config=experiments/configs/vae.py --sweep='beta=0.25,1,4,16' --seeds=3 \
+      --workdir=runs/vae_beta --select=log_likelihood
+  # Several keys: the product ('; ' separates keys); a sweep file for anything else:
+  python experiments/sweep.py --config=experiments/configs/denoising.py --sweep='noise_level=0.1,0.3;learning_rate=1e-3,3e-3'
+  python experiments/sweep.py --config=experiments/configs/vae.py --sweep_file=experiments/sweeps/vae_beta.py
+
+Each member writes what `experiments/train.py` writes into <workdir>/<member>; the sweep writes
+sweep.md, sweep.csv and sweep.png there and prints the table. The same command again resumes an
+interrupted sweep or re-reports a finished one; adding values trains only the new members.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from ae_jax import cli
+from ae_jax import sweep_spec
+
+_CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+with cli.flag_errors():  # ml_collections applies --config.* overrides as soon as the flag is defined.
+  config_flags.DEFINE_config_file(
+      "config", os.path.join(_CONFIG_DIR, "default.py"), "Base config file of every member.", lock_config=True)
+flags.DEFINE_string("sweep", None, "Inline sweep: 'key=v1,v2,...;key2=...' (the product of the lists).")
+flags.DEFINE_integer("seeds", None, "Each setting with seeds 0..N-1 (added as the key 'seed').", lower_bound=1)
+flags.DEFINE_string("sweep_file", None, "A Python file whose get_sweep() returns the members as override dicts.")
+flags.DEFINE_string("workdir", None, "Where the members and the tables go (default: runs/sweep_<family>).")
+flags.DEFINE_string("select", None, "Report the best member by this metric (min:/max: prefix to force a "
+                    "direction), e.g. test_loss or max:probe_accuracy.")
+flags.DEFINE_bool("overwrite", False, "Discard a sweep of a different base config found in --workdir.")
+
+
+def members_from_flags() -> list[dict]:
+  """The members the flags describe; SweepError (one line) if they describe none or two ways at once."""
+  config, inline, path, seeds = flags.FLAGS.config, flags.FLAGS.sweep, flags.FLAGS.sweep_file, flags.FLAGS.seeds
+  if inline and path:
+    raise sweep_spec.SweepError("pass --sweep or --sweep_file, not both")
+  if path:
+    members = sweep_spec.load_file(path)
+    return sweep_spec.with_seeds(members, seeds) if seeds else members
+  if inline:
+    return sweep_spec.parse_inline(inline, seeds=seeds, config=config)
+  if seeds:
+    return sweep_spec.with_seeds([{}], seeds)
+  raise sweep_spec.SweepError("nothing to sweep: pass --sweep='key=v1,v2', --seeds=N or --sweep_file=FILE")
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.fail(f"unexpected arguments {argv[1:]}; flags look like --sweep='beta=1,2' --seeds=3")
+  config = flags.FLAGS.config
+  workdir = flags.FLAGS.workdir or os.path.join("runs", f"sweep_{config.family}")
+  with cli.clear_errors():
+    members = members_from_flags()
+    from ae_jax import sweep  # pylint: disable=g-import-not-at-top  # Loads JAX: after the flags are checked.
+    out = sweep.run(config, members, workdir, select=flags.FLAGS.select, overwrite=flags.FLAGS.overwrite)
+  print(out["text"])
+  print(f"\nTables: {out['paths']['markdown']}, {out['paths']['csv']}, {out['paths']['png']}; "
+        f"members in {os.path.join(workdir, '<member>')}")
+  cli.exit_for_sweep(out)
+
+
+if __name__ == "__main__":
+  logging.set_verbosity(logging.INFO)
+  app.run(main, flags_parser=cli.parse_flags)
