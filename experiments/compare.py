@@ -3,12 +3,14 @@
   python experiments/compare.py                                  # digits, about 1.5 min on 2 CPU cores
   python experiments/compare.py --dataset=mnist --num_steps=5000 --workdir=runs/compare_mnist
 
-Each family trains with its own config (experiments/configs/<family>.py) into <workdir>/<family>,
-afresh (a previous run there is replaced, so the table never mixes in an older, longer run). The
-table goes to <workdir>/comparison.md and comparison.png and is printed.
+Each family trains with its own config (experiments/configs/<family>.py) into <workdir>/<family>, as
+one sweep over the families (`ae_jax.sweep`, which also writes sweep.md); a previous comparison there
+is replaced, so the table never mixes in an older, longer run. The table goes to
+<workdir>/comparison.md and comparison.png and is printed.
 """
 
 import importlib
+import json
 import math
 import os
 import sys
@@ -20,23 +22,9 @@ from absl import flags
 from absl import logging
 
 from ae_jax import cli
-from ae_jax import config as config_lib
-from ae_jax import objectives
+from ae_jax import families
 
-FAMILIES = objectives.FAMILIES
-# The README's table: what constrains the code, and when to reach for the family.
-KEY_IDEAS = {
-    "undercomplete": ("a bottleneck narrower than the input",
-                      "non-linear dimensionality reduction; compare with PCA first"),
-    "sparse": ("an L1 penalty on the code, or KL(rho || mean activation) per unit",
-               "many features of which few fire per input: interpretable parts"),
-    "denoising": ("the encoder sees a corrupted input (Gaussian, masking, salt-and-pepper); the loss "
-                  "compares with the clean one", "features robust to noise, or an actual denoiser"),
-    "contractive": ("the squared Frobenius norm of the encoder Jacobian, computed exactly",
-                    "codes insensitive to small input changes (a locally flat manifold)"),
-    "vae": ("a Gaussian posterior, the reparameterization trick, and the negative ELBO (with a beta on "
-            "the KL)", "generating new samples, or a smooth, structured latent space"),
-}
+FAMILIES = families.NAMES
 COLUMNS = ("family", "recon MSE", "PCA MSE (k)", "probe acc", "PSNR gain mask 25%", "PSNR gain Gauss 0.3",
            "‖J‖²_F", "L0 / k", "dead", "ELBO / log p(x)", "key idea", "main use")
 NA = "—"
@@ -73,7 +61,7 @@ def table_rows(results: dict[str, dict[str, Any]], configs: dict[str, Any]) -> l
   """One row of COLUMNS per family from its `train_and_evaluate` result (None: training failed)."""
   rows = []
   for family, result in results.items():
-    idea, use = KEY_IDEAS[family]
+    idea, use = families.get(family).idea, families.get(family).use
     if result is None:
       rows.append([family] + [NA] * (len(COLUMNS) - 3) + [idea, use])
       continue
@@ -153,31 +141,34 @@ def compare(*, dataset: str = "digits", num_steps: int | None = None,
             ) -> dict[str, Any]:
   """Trains every family into workdir/<family>; returns {"results", "markdown", "paths"}.
 
-  `overrides` sets config keys of every family (e.g. {"num_pictures": 0} in tests).
+  A sweep over the families (`ae_jax.sweep`): each member is what its config file changes in the
+  default config. `overrides` sets config keys of every family (e.g. {"num_pictures": 0} in tests).
   Raises ConfigError or DataError for bad input. A family whose loss stops being finite gets a row
   of '—' and a note in the caption, so the others still get compared.
   """
-  from ae_jax import train  # pylint: disable=g-import-not-at-top  # Loads JAX and TensorFlow.
+  from ae_jax import sweep  # pylint: disable=g-import-not-at-top  # Loads JAX and TensorFlow.
 
   configs = {f: family_config(f, dataset=dataset, num_steps=num_steps, overrides=overrides) for f in FAMILIES}
-  for config in configs.values():
-    config_lib.validate(config)
-  results: dict[str, dict[str, Any] | None] = {}
-  for family, config in configs.items():
-    logging.info("Comparison: training %s for %d steps on %s.", family, config.num_steps, dataset)
-    try:
-      results[family] = train.train_and_evaluate(config, os.path.join(workdir, family))
-    except train.TrainingError as e:
-      logging.error("%s: %s", family, e)
-      results[family] = None
+  base = family_config("default", dataset=dataset, num_steps=num_steps, overrides=overrides)
+  base.overwrite = False
+  members = [_changes(base, config) for config in configs.values()]
+  out = sweep.run(base, members, workdir, overwrite=True, names=list(FAMILIES))
+  results = {f: (r if r["status"] == "done" else None) for f, r in zip(FAMILIES, out["results"])}
+  for family, result in zip(FAMILIES, out["results"]):
+    if result["status"] != "done":
+      logging.error("%s: %s", family, result["message"])
   rows, text = table_rows(results, configs), caption(results, configs, dataset)
   md = markdown(rows, text)
-  os.makedirs(workdir, exist_ok=True)
   paths = {"markdown": os.path.join(workdir, "comparison.md"), "png": os.path.join(workdir, "comparison.png")}
   with open(paths["markdown"], "w", encoding="utf-8") as f:
     f.write(md)
   save_png(paths["png"], rows, text)
   return {"results": results, "markdown": md, "paths": paths}
+
+
+def _changes(base, config) -> dict[str, Any]:
+  """The keys where `config` differs from `base`: a family config as a sweep member."""
+  return {k: v for k, v in config.items() if k != "overwrite" and json.dumps(v) != json.dumps(base[k])}
 
 
 def main(argv):

@@ -7,7 +7,7 @@ import sys
 from PIL import Image
 
 import compare  # experiments/ is on sys.path (tests/conftest.py).
-from ae_jax import objectives
+from ae_jax import families
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -18,6 +18,10 @@ def test_compare_writes_one_row_per_family(tmp_path, monkeypatch):
   from ae_jax import train  # pylint: disable=g-import-not-at-top
   calls = {}
 
+  def fake_train_members(members, ds, devices=None):
+    del ds, devices
+    return [fake_train_and_evaluate(m.config, m.workdir) for m in members]
+
   def fake_train_and_evaluate(config, workdir):
     calls[config.family] = (config, workdir)
     metrics = {"mse": 0.01, "pca_mse": 0.02, "probe_accuracy": 0.9, "probe_accuracy_pixels": 0.95,
@@ -26,15 +30,15 @@ def test_compare_writes_one_row_per_family(tmp_path, monkeypatch):
     if config.family == "vae":
       metrics.update(negative_elbo=30.0, log_likelihood=-29.5)
     if config.family == "contractive":
-      raise train.TrainingError("loss became nan at step 3")
-    return {"eval": metrics}
+      return {"status": "diverged", "diverged_at": 3, "message": "loss became nan at step 3", "eval": {},
+              "train": {}, "test": {}}
+    return {"status": "done", "message": "", "eval": metrics, "train": {"loss": 1.0}, "test": {"loss": 1.0}}
 
-  monkeypatch.setattr(train, "train_and_evaluate", fake_train_and_evaluate)
+  monkeypatch.setattr(train, "train_members", fake_train_members)
   out = compare.compare(dataset="digits", num_steps=20, workdir=str(tmp_path), overrides={"num_pictures": 0})
-  assert sorted(calls) == sorted(objectives.FAMILIES)
+  assert sorted(calls) == sorted(families.NAMES)
   for family, (config, workdir) in calls.items():
-    assert (config.family, config.dataset, config.num_steps, config.overwrite, config.num_pictures) == (
-        family, "digits", 20, True, 0)
+    assert (config.family, config.dataset, config.num_steps, config.num_pictures) == (family, "digits", 20, 0)
     assert workdir == str(tmp_path / family)
   assert calls["sparse"][0].sparsity == "kl" and calls["contractive"][0].code_activation == "sigmoid"
   with open(tmp_path / "comparison.md", encoding="utf-8") as f:
@@ -42,7 +46,7 @@ def test_compare_writes_one_row_per_family(tmp_path, monkeypatch):
   assert md == out["markdown"]
   rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| family")
           and not line.startswith("| ---")]
-  assert [row.split(" | ")[0][2:] for row in rows] == list(objectives.FAMILIES)
+  assert [row.split(" | ")[0][2:] for row in rows] == list(families.NAMES)
   assert all(row.count(" | ") == len(compare.COLUMNS) - 1 for row in rows)
   elbo = compare.COLUMNS.index("ELBO / log p(x)")
   cells = {row.split(" | ")[0][2:]: row.split(" | ") for row in rows}
@@ -54,11 +58,11 @@ def test_compare_writes_one_row_per_family(tmp_path, monkeypatch):
 
 
 def test_table_of_canned_results_with_a_failed_family(tmp_path):
-  configs = {f: compare.family_config(f, dataset="digits", num_steps=None) for f in objectives.FAMILIES}
+  configs = {f: compare.family_config(f, dataset="digits", num_steps=None) for f in families.NAMES}
   metrics = {"mse": 0.01, "pca_mse": 0.02, "probe_accuracy": 0.9, "probe_accuracy_pixels": 0.95,
              "psnr_gain/masking_0.25": 2.0, "psnr_gain/gaussian_0.3": -1.0, "jacobian_frobenius_sq": 12.0,
              "l0": 5.0, "l0_threshold": 1e-3, "dead_fraction": 0.25}
-  results = {f: {"eval": dict(metrics)} for f in objectives.FAMILIES}
+  results = {f: {"eval": dict(metrics)} for f in families.NAMES}
   results["vae"]["eval"].update(negative_elbo=25.04, log_likelihood=-24.52)
   results["contractive"] = None
   rows = compare.table_rows(results, configs)
