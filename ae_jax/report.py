@@ -129,9 +129,12 @@ def l0_threshold(config) -> float:
   return L0_THRESHOLD_BOUNDED if bounded else L0_THRESHOLD
 
 
-def evaluate_model(config, model: nn.Module, params: Any, ds: data.Dataset, key: jax.Array
-                   ) -> dict[str, float]:
+def evaluate_model(config, model: nn.Module, params: Any, ds: data.Dataset, key: jax.Array, *,
+                   shared: dict[Any, Any] | None = None) -> dict[str, float]:
   """Test-split metrics of a trained model, the same keys for every family (JSON-ready floats).
+
+  `shared` caches what does not depend on the model (the PCA baseline, the pixel probe) across the
+  members of a sweep that evaluate on the same `ds`.
 
   - "mse", "sse", "fraction_variance_explained": reconstructions sigmoid(decode(code(x))).
   - "pca_mse", "pca_sse": PCA with config.latent_dim components fitted on train (clamped to the
@@ -161,14 +164,19 @@ def evaluate_model(config, model: nn.Module, params: Any, ds: data.Dataset, key:
     metrics["fraction_variance_explained"] = evaluation.fraction_variance_explained(test_x, recon)
   except ValueError:  # A test split of identical images has no variance to explain.
     metrics["fraction_variance_explained"] = float("nan")
-  pca = evaluation.pca_baseline(train_x, test_x, num_components=config.latent_dim)
+  shared = {} if shared is None else shared
+  if ("pca", config.latent_dim) not in shared:
+    shared["pca", config.latent_dim] = evaluation.pca_baseline(train_x, test_x, num_components=config.latent_dim)
+  pca = shared["pca", config.latent_dim]
   metrics.update(pca_mse=pca["mse"], pca_sse=pca["sse"])
 
   if _has_labels(ds):
     subset = probe_subset(len(train_x))
     train_codes = _in_batches(apply.code, train_x[subset])
     metrics["probe_accuracy"] = probe(train_codes, ds.train_labels[subset], test_codes, ds.test_labels)
-    metrics["probe_accuracy_pixels"] = probe(train_x[subset], ds.train_labels[subset], test_x, ds.test_labels)
+    if "probe_pixels" not in shared:
+      shared["probe_pixels"] = probe(train_x[subset], ds.train_labels[subset], test_x, ds.test_labels)
+    metrics["probe_accuracy_pixels"] = shared["probe_pixels"]
 
   k = test_codes.reshape(len(test_codes), -1).shape[1]
   batch = max(1, min(BATCH_SIZE, MAX_BATCH_FLOATS // (k * d)))  # Its Jacobians hold batch * k * d floats.

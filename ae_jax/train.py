@@ -151,8 +151,9 @@ def train_members(members: list[Member], ds: data.Dataset, *, devices=None) -> l
   finally:
     for c in checkpointers:
       c.close()
+  shared: dict[Any, Any] = {}  # Evaluation results that do not depend on the member (PCA, pixel probe).
   for m, hp, out in zip(members, hp_list, results):
-    _finish(m, model, ds, hp, out)
+    _finish(m, model, ds, hp, out, shared)
   return results
 
 
@@ -267,14 +268,14 @@ def _mark_diverged(out, member: Member, metrics, i: int, diverged_at: int, first
   logging.error("%s: %s", member.workdir, out["message"])
 
 
-def _finish(member: Member, model, ds: data.Dataset, hp, out: dict[str, Any]) -> None:
+def _finish(member: Member, model, ds: data.Dataset, hp, out: dict[str, Any], shared: dict[Any, Any]) -> None:
   """A member's end-of-run evaluation, pictures, eval.json and status.json (diverged: status only)."""
   workdir, config = member.workdir, member.config
   status = {"status": out["status"], "step": out["step"], "message": out["message"],
             "diverged_at": out.get("diverged_at")}
   if out["status"] == "done":
     report_key = jax.random.fold_in(step_lib.run_keys(hp["seed"])[2], 1)  # eval_key drew the test losses' noise.
-    out["eval"] = report.evaluate_model(config, model, out["params"], ds, report_key)
+    out["eval"] = report.evaluate_model(config, model, out["params"], ds, report_key, shared=shared)
     jsonl = os.path.join(workdir, "metrics.jsonl")
     logged = writers.read_jsonl(jsonl) if os.path.exists(jsonl) else []
     writer = writers.create(workdir)
