@@ -156,3 +156,28 @@ def test_sweep_cli_trains_and_prints_the_table(tmp_path):
   with open(tmp_path / "sweep.csv", encoding="utf-8") as f:
     header, *rows = f.read().splitlines()
   assert header.startswith("latent_dim,seed,status,train_loss,test_loss") and len(rows) == 4
+
+
+def test_kill_9_and_the_same_command_again_resumes_the_whole_sweep(tmp_path):
+  import signal  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  args = ["--config=experiments/configs/test.py", "--config.family=denoising", "--config.num_steps=400",
+          "--config.num_pictures=0", "--config.checkpoint_every=10", "--sweep=noise_level=0.1,0.4"]
+  killed = tmp_path / "killed"
+  proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "experiments", "sweep.py"), *args,
+                           f"--workdir={killed}"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  checkpoints = killed / "noise_level=0.4" / "checkpoints"
+  deadline = time.time() + 120
+  while time.time() < deadline and not (checkpoints.exists() and any(p.name != "tmp" for p in checkpoints.iterdir())):
+    time.sleep(0.2)
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  assert not (killed / "sweep.csv").exists(), "the sweep finished before it could be killed"
+  resumed = _cli(*args, f"--workdir={killed}")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  whole = _cli(*args, f"--workdir={tmp_path / 'whole'}")
+  assert whole.returncode == 0, whole.stderr[-3000:]
+  for name in ("noise_level=0.1", "noise_level=0.4"):
+    rows = [[json.loads(line) for line in open(d / name / "metrics.jsonl")] for d in (killed, tmp_path / "whole")]
+    assert [r["step"] for r in rows[0] if "loss" in r] == [r["step"] for r in rows[1] if "loss" in r]
+    assert rows[0][-1]["eval/mse"] == pytest.approx(rows[1][-1]["eval/mse"], rel=1e-5)
