@@ -2,10 +2,16 @@
 
 import contextlib
 import os
+import re
+import site
 import sys
+import sysconfig
+import traceback
+import types
 from typing import Any, NoReturn
 
 from absl import flags
+from absl import logging as absl_logging
 
 from ae_jax import config as config_lib
 from ae_jax import data
@@ -25,28 +31,136 @@ def flag_errors():
   """Reports bad flags, config files and --config.* overrides in one line, with exit code 2."""
   try:
     yield
-  except flags.Error as e:
-    fail(str(e).splitlines()[0])
-  except (KeyError, AttributeError) as e:  # An override of a key the config does not have.
-    text = str(e.args[0]) if e.args else ""
-    while isinstance(e.args[0] if e.args else None, KeyError):  # ml_collections nests them.
-      e = e.args[0]
+  except Exception as e:  # pylint: disable=broad-except
+    message = _config_file_error(e)
+    if message:
+      fail(message)
+    if isinstance(e, flags.Error):
+      fail(str(e).splitlines()[0])
+    if isinstance(e, (KeyError, AttributeError)):  # An override of a key the config does not have.
       text = str(e.args[0]) if e.args else ""
-    lines = [line.strip().strip("'\"") for line in text.splitlines() if line.strip()]
-    fail(f"bad --config: no key {lines[0]!r}. {' '.join(lines[1:])}".rstrip(". ") if lines else "bad --config")
-  except (ValueError, TypeError, OSError) as e:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    # A config file that fails to load reports the cause on its last line.
-    fail(f"bad --config: {(lines[-1] if isinstance(e, OSError) else lines[0]) if lines else type(e).__name__}")
+      while isinstance(e.args[0] if e.args else None, KeyError):  # ml_collections nests them.
+        e = e.args[0]
+        text = str(e.args[0]) if e.args else ""
+      lines = [line.strip().strip("'\"") for line in text.splitlines() if line.strip()]
+      fail(f"bad --config: no key {lines[0]!r}. {' '.join(lines[1:])}".rstrip(". ") if lines else "bad --config")
+    if isinstance(e, (ValueError, TypeError, OSError)):
+      lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+      # A config file that fails to load reports the cause on its last line.
+      fail(f"bad --config: {(lines[-1] if isinstance(e, OSError) else lines[0]) if lines else type(e).__name__}")
+    raise
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+  """`error` and the exceptions it was raised from or during, outermost first."""
+  chain = []
+  while error is not None and error not in chain:
+    chain.append(error)
+    error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+  return chain
+
+
+def _is_library(filename: str) -> bool:
+  """Whether `filename` is Python's or an installed package's code (not the user's)."""
+  if filename.startswith("<"):  # <frozen importlib._bootstrap> and the like.
+    return True
+  paths = sysconfig.get_paths()
+  roots = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
+  roots.update(getattr(site, "getsitepackages", list)())
+  return any(os.path.abspath(filename).startswith(os.path.join(root, "")) for root in roots)
+
+
+def _first_line(error: BaseException) -> str:
+  """'Type: first line of the message'."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _config_file_error(error: BaseException) -> str | None:
+  """One line naming the config file, the line and the cause when `error` comes from loading a
+  --config=FILE, else None.
+
+  ml_collections loads the file while flags are parsed, and re-raises, wraps (absl, too) or defers
+  what goes wrong, so the original is looked for along the chain: its traceback runs from
+  ml_collections' loader into the user's file, whose first frame there is the config file.
+  """
+  import ml_collections  # pylint: disable=g-import-not-at-top
+
+  loader_dir = os.path.join(os.path.dirname(os.path.abspath(ml_collections.__file__)), "")
+  chain = _chain(error)
+  for e in chain:
+    frames = traceback.extract_tb(e.__traceback__)
+    loaded = [i for i, frame in enumerate(frames) if _loaded_by(frame, loader_dir)]
+    if not loaded:
+      continue
+    user = [frame for frame in frames[loaded[0] + 1:] if not _is_library(frame.filename)]
+    syntax = isinstance(e, SyntaxError) and e.filename is not None
+    if syntax and not user:  # The config file itself does not compile.
+      return f"config file {e.filename} line {e.lineno}: {type(e).__name__}: {e.msg}; fix the file"
+    if user:
+      path = user[0].filename
+      line = [frame for frame in user if frame.filename == path][-1].lineno
+      where = "importing it" if user[0].name == "<module>" else f"{user[0].name}()"
+      inner = (e.filename, e.lineno) if syntax else (user[-1].filename, user[-1].lineno)
+      at = "" if inner[0] == path else f" (at {inner[0]} line {inner[1]})"
+      cause = f"{type(e).__name__}: {e.msg}" if syntax else _first_line(e)
+      return f"config file {path} line {line}: {where} raised {cause}{at}"
+  for e in chain:
+    if (isinstance(e, AttributeError) and getattr(e, "name", None) == "get_config"
+        and isinstance(getattr(e, "obj", None), types.ModuleType)):
+      return (f"config file {getattr(e.obj, '__file__', None) or e.obj.__name__} has no get_config(); "
+              "define get_config() returning an ml_collections.ConfigDict")
+    if isinstance(e, OSError) and "Path to config file is an empty string" in str(e):
+      return "--config is empty; give a config file, e.g. --config=experiments/configs/default.py"
+    if isinstance(e, OSError):
+      missing = re.search(r"Failed loading config file[\s\S]*No such file or directory: '(.*)'", str(e))
+      if missing:
+        return f"config file {missing.group(1)} not found (from {os.getcwd()}); check the path given to --config"
+      if e.filename and e.strerror and _loaded_by(e, loader_dir):  # A directory, a file it cannot read.
+        return f"config file {e.filename}: {e.strerror}; check the path given to --config"
+  return None
+
+
+def _loaded_by(error_or_frame, loader_dir: str) -> bool:
+  """Whether a frame is in `loader_dir`, or an exception's traceback passes through it."""
+  if isinstance(error_or_frame, BaseException):
+    return any(_loaded_by(frame, loader_dir) for frame in traceback.extract_tb(error_or_frame.__traceback__))
+  return os.path.abspath(error_or_frame.filename).startswith(loader_dir)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing that reports a bad flag in one line and exits 2 (instead of a usage dump)."""
-  with flag_errors():
+  with flag_errors(), _get_config_returning_none():
     argv = flags.FLAGS(argv)
     if "config" in flags.FLAGS:
       flags.FLAGS.config.to_dict()  # Loads the file and applies overrides now, inside this handler.
     return argv
+
+
+@contextlib.contextmanager
+def _get_config_returning_none():
+  """ml_collections only logs a warning when a config file's get_config() returns None, and fails later
+  on the None; this mutes the warning and says so in one line instead of what fails later."""
+  paths = []
+
+  def drop(record) -> bool:
+    if "get_config() returned None" in str(record.msg):
+      paths.append(str(record.args[0]) if record.args else "")
+      return False
+    return True
+
+  logger = absl_logging.get_absl_logger()
+  logger.addFilter(drop)
+  try:
+    yield
+  except Exception:  # pylint: disable=broad-except
+    if not paths:
+      raise
+  finally:
+    logger.removeFilter(drop)
+  if paths:
+    fail(f"config file {paths[0]}: get_config() returned None; it must return an ml_collections.ConfigDict "
+         "(a missing return statement?)")
 
 
 @contextlib.contextmanager

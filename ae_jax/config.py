@@ -30,6 +30,7 @@ def _positive(config, key: str, kind=int) -> None:
 
 def validate(config) -> None:
   """Raises ConfigError naming the first bad key."""
+  check_finite(config)
   _choice(config, "family", families.NAMES)
   _choice(config, "architecture", ARCHITECTURES)
   _choice(config, "optimizer", step.OPTIMIZERS)
@@ -98,3 +99,40 @@ def validate(config) -> None:
     hparams.parse_extra_terms(config.extra_terms)
   except ValueError as e:
     raise ConfigError(f"--config.extra_terms: {e}") from None
+
+
+def check_finite(config) -> None:
+  """Raises ConfigError for a NaN or infinite float anywhere in `config` (in tuples and nested dicts
+  too), and for a non-number in a key the checks above compare as a number.
+
+  NaN fails every comparison, so `value <= 0` lets it through to a NaN loss; a string or None (which
+  a config file can set) would raise TypeError in a comparison, or go unchecked for other families.
+  """
+  import math  # pylint: disable=g-import-not-at-top
+  import numbers  # pylint: disable=g-import-not-at-top
+
+  float_keys = ("learning_rate", "sparsity_weight", "rho", "auxk_weight", "noise_level", "contractive_weight",
+                "beta")
+  int_keys = ("batch_size", "num_steps", "latent_dim", "log_every", "eval_every", "checkpoint_every",
+              "iwae_samples", "num_pictures", "topk", "auxk", "seed")
+
+  def is_float(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
+
+  def walk(prefix: str, mapping) -> None:
+    for key, value in mapping.items():
+      name = f"{prefix}{key}"
+      if hasattr(value, "items"):
+        walk(f"{name}.", value)
+      elif is_float(value) and not math.isfinite(value):
+        raise ConfigError(f"--config.{name}={value} must be a finite number")
+      elif isinstance(value, (tuple, list)) and any(is_float(v) and not math.isfinite(v) for v in value):
+        raise ConfigError(f"--config.{name}={tuple(value)} must hold only finite numbers")
+
+  walk("", config)
+  for key in float_keys:
+    if key in config and (isinstance(config[key], bool) or not isinstance(config[key], numbers.Real)):
+      raise ConfigError(f"--config.{key}={config[key]!r} must be a number")
+  for key in int_keys:
+    if key in config and (isinstance(config[key], bool) or not isinstance(config[key], numbers.Integral)):
+      raise ConfigError(f"--config.{key}={config[key]!r} must be an integer")

@@ -9,6 +9,7 @@ says what is wrong and how to fix it.
 import dataclasses
 import os
 import socket
+from typing import NoReturn
 
 from absl import logging
 import numpy as np
@@ -45,11 +46,11 @@ def load(name: str, *, data_dir: str = "", binarize: str = "none") -> Dataset:
   if binarize not in BINARIZE:
     raise DataError(f"unknown binarize {binarize!r}; choose one of {', '.join(BINARIZE)}")
   if name == "digits":
-    ds = _digits()
+    ds = _check_consistent(_digits(), "digits")
   elif name.startswith("npz:"):
-    ds = _npz(name[4:])
+    ds = _check_consistent(_npz(name[4:]), f"npz {name[4:]!r}", names=NPZ_NAMES)
   else:
-    ds = _tfds(name, data_dir)
+    ds = _check_consistent(_tfds(name, data_dir), f"tfds {name!r}")
   if binarize == "static":
     ds = dataclasses.replace(ds, train_images=_threshold(ds.train_images), test_images=_threshold(ds.test_images))
   elif binarize == "dynamic":
@@ -71,7 +72,7 @@ def _digits() -> Dataset:
   images = (digits.images / 16.0).astype(np.float32)[..., None]  # Pixel values are 0..16.
   x_tr, x_te, y_tr, y_te = model_selection.train_test_split(
       images, digits.target, test_size=DIGITS_TEST_SIZE, random_state=0, stratify=digits.target)
-  return Dataset(x_tr, y_tr.astype(np.int32), x_te, y_te.astype(np.int32), "digits")
+  return Dataset(x_tr, y_tr, x_te, y_te, "digits")
 
 
 def _npz(path: str) -> Dataset:
@@ -88,41 +89,90 @@ def _npz(path: str) -> Dataset:
   if missing:
     raise DataError(f"{path!r} lacks keys {missing}; an npz needs x_train, y_train, x_test, y_test "
                     f"(Keras layout), found {sorted(arrays)}")
-  return Dataset(
-      _images(arrays["x_train"], f"{path}:x_train"), _labels(arrays["y_train"], arrays["x_train"], f"{path}:y_train"),
-      _images(arrays["x_test"], f"{path}:x_test"), _labels(arrays["y_test"], arrays["x_test"], f"{path}:y_test"),
-      f"npz:{path}")
+  return Dataset(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], f"npz:{path}")
 
 
-def _images(x: np.ndarray, where: str) -> np.ndarray:
-  """Checks and converts images to (N, H, W, C) float32 in [0, 1]."""
-  if x.dtype.kind not in "uif" or x.dtype == np.bool_:
-    raise DataError(f"{where} has dtype {x.dtype}; expected uint8 or float images")
-  if x.ndim not in (2, 3, 4) or x.shape[0] == 0:
-    raise DataError(f"{where} has shape {x.shape}; expected (N, D), (N, H, W) or (N, H, W, C) with N > 0")
+SPLIT_NAMES = ("train", "train labels", "test", "test labels")
+NPZ_NAMES = ("x_train", "y_train", "x_test", "y_test")
+NO_LABEL = -1  # A label of -1 means the example has none.
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+def _check_consistent(ds: Dataset, source: str, names: tuple[str, ...] = SPLIT_NAMES) -> Dataset:
+  """Checks each split and the two against each other; returns images float32 in [0, 1], labels int32.
+
+  Every source's raw arrays pass through here, so a mismatch fails in one line naming `source` and
+  both splits (`names`: train images, train labels, test images, test labels; an npz's keys)
+  instead of deep in the model or the evaluation.
+  """
+  xtr_name, ytr_name, xte_name, yte_name = names
+
+  def fail(message: str) -> NoReturn:
+    raise DataError(f"{source}: {message}")
+
+  x_tr, x_te = np.asarray(ds.train_images), np.asarray(ds.test_images)
+  y_tr, y_te = np.asarray(ds.train_labels), np.asarray(ds.test_labels)
+  for x, name in ((x_tr, xtr_name), (x_te, xte_name)):
+    if x.dtype.kind not in "uif":
+      fail(f"{name} has dtype {x.dtype}; expected uint8 or float images")
+    if x.ndim not in (2, 3, 4):
+      fail(f"{name} has shape {x.shape}; expected (N, D), (N, H, W) or (N, H, W, C)")
+  if not len(x_tr) or not len(x_te):
+    empty, other, n = (xtr_name, xte_name, len(x_te)) if not len(x_tr) else (xte_name, xtr_name, len(x_tr))
+    fail(f"{empty} is empty but {other} has {n} examples; both splits need examples"
+         if n else f"{xtr_name} and {xte_name} are both empty; both splits need examples")
+  raw_tr, raw_te = x_tr.dtype, x_te.dtype
+  x_tr, x_te = _images(x_tr, xtr_name, fail), _images(x_te, xte_name, fail)
+  if x_tr.shape[1:] != x_te.shape[1:]:
+    hint = (f" (channels {x_tr.shape[-1]} vs {x_te.shape[-1]})"
+            if x_tr.ndim == x_te.ndim == 4 and x_tr.shape[1:3] == x_te.shape[1:3] else "")
+    fail(f"{xtr_name} examples are {x_tr.shape[1:]} but {xte_name} examples are {x_te.shape[1:]}{hint}; "
+         "both splits must have the same shape")
+  if (raw_tr.kind == "f") != (raw_te.kind == "f"):
+    fail(f"{xtr_name} is {raw_tr} but {xte_name} is {raw_te}; integer pixels are divided by 255 "
+         "and float pixels used as they are, so store both splits with the same dtype")
+
+  for y, x, name in ((y_tr, x_tr, ytr_name), (y_te, x_te, yte_name)):
+    if y.shape != (len(x),):
+      images = xtr_name if x is x_tr else xte_name
+      fail(f"{name} has shape {y.shape} but {images} has {len(x)} examples; expected ({len(x)},), "
+           "one label per image")
+    if y.dtype.kind not in "ui":
+      fail(f"{name} has dtype {y.dtype}; expected integer class labels (-1 for none)")
+    bad = (y < NO_LABEL) | (y > _INT32_MAX)
+    if bad.any():
+      fail(f"{name} holds {int(bad.sum())} labels outside [-1, {_INT32_MAX}] (e.g. {y[bad][0]}); "
+           "labels are class indices >= 0, or -1 for an unlabelled example")
+  train_classes = set(np.unique(y_tr).tolist()) - {NO_LABEL}
+  if train_classes:
+    unseen = sorted(set(np.unique(y_te).tolist()) - train_classes - {NO_LABEL})
+    if unseen:
+      shown = ", ".join(map(str, unseen[:5])) + (", ..." if len(unseen) > 5 else "")
+      fail(f"{yte_name} has classes {{{shown}}} that {ytr_name} never has; every test class must appear "
+           "in train (re-split the data, or set their labels to -1)")
+  return dataclasses.replace(ds, train_images=x_tr, train_labels=y_tr.astype(np.int32),
+                             test_images=x_te, test_labels=y_te.astype(np.int32))
+
+
+def _images(x: np.ndarray, name: str, fail) -> np.ndarray:
+  """Converts one split's images to (N, D) or (N, H, W, C) float32 in [0, 1]; `fail` for values it
+  cannot scale."""
   if x.ndim == 3:
     x = x[..., None]
   if x.dtype.kind in "ui":
-    if x.min() < 0 or x.max() > 255:
-      raise DataError(f"{where} holds integers in [{x.min()}, {x.max()}]; expected 0..255 pixel values")
+    lo, hi = int(x.min()), int(x.max())
+    if lo < 0 or hi > 255:
+      fail(f"{name} holds integers in [{lo}, {hi}]; expected 0..255 pixel values")
     return x.astype(np.float32) / 255.0
   x = x.astype(np.float32)
   bad = ~np.isfinite(x)
   if bad.any():
-    raise DataError(f"{where} has {int(bad.sum())} NaN or infinite values; clean or drop those examples")
+    fail(f"{name} has {int(bad.sum())} NaN or infinite values; clean or drop those examples")
   lo, hi = float(x.min()), float(x.max())
   if lo < 0.0 or hi > 1.0:
     hint = " (looks like 0..255: divide by 255 or store uint8)" if hi <= 255.0 and lo >= 0.0 else ""
-    raise DataError(f"{where} has values in [{lo:g}, {hi:g}]; float images must lie in [0, 1]{hint}")
+    fail(f"{name} has values in [{lo:g}, {hi:g}]; float images must lie in [0, 1]{hint}")
   return x
-
-
-def _labels(y: np.ndarray, x: np.ndarray, where: str) -> np.ndarray:
-  if y.shape != (x.shape[0],):
-    raise DataError(f"{where} has shape {y.shape}; expected ({x.shape[0]},), one label per image")
-  if y.dtype.kind not in "ui":
-    raise DataError(f"{where} has dtype {y.dtype}; expected integer class labels")
-  return y.astype(np.int32)
 
 
 def _tfds(name: str, data_dir: str) -> Dataset:
@@ -158,7 +208,7 @@ def _tfds(name: str, data_dir: str) -> Dataset:
         "without network access, copy a prepared copy and pass --config.data_dir=DIR, "
         "or use --config.dataset=npz:PATH") from None
   (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
-  return Dataset(_images(x_tr, f"{name}:train"), y_tr, _images(x_te, f"{name}:test"), y_te, name)
+  return Dataset(x_tr, y_tr, x_te, y_te, name)
 
 
 def _downloads_for_real(builder) -> bool:
@@ -185,5 +235,7 @@ def _tfds_arrays(ds, tfds) -> tuple[np.ndarray, np.ndarray]:
   images, labels = [], []
   for ex in tfds.as_numpy(ds.batch(4096)):
     images.append(ex["image"])
-    labels.append(ex["label"] if "label" in ex else np.full(len(ex["image"]), -1))
-  return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+    labels.append(ex["label"] if "label" in ex else np.full(len(ex["image"]), NO_LABEL, np.int32))
+  if not images:  # An empty split: _check_consistent says so.
+    return np.zeros((0, 1), np.uint8), np.zeros((0,), np.int32)
+  return np.concatenate(images), np.concatenate(labels)

@@ -11,8 +11,8 @@ from ae_jax import data
 def _write_npz(path, **overrides):
   rng = np.random.default_rng(0)
   arrays = {
-      "x_train": rng.integers(0, 256, (20, 6, 6), dtype=np.uint8), "y_train": rng.integers(0, 10, 20),
-      "x_test": rng.integers(0, 256, (8, 6, 6), dtype=np.uint8), "y_test": rng.integers(0, 10, 8),
+      "x_train": rng.integers(0, 256, (20, 6, 6), dtype=np.uint8), "y_train": np.arange(20) % 10,
+      "x_test": rng.integers(0, 256, (8, 6, 6), dtype=np.uint8), "y_test": np.arange(8) % 10,
   }
   arrays.update(overrides)
   np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
@@ -131,3 +131,101 @@ def test_name_resolution_is_not_checked_behind_a_proxy(monkeypatch):
     data._check_resolves("example.org")  # pylint: disable=protected-access
   monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
   data._check_resolves("example.org")  # pylint: disable=protected-access  # Only the proxy knows.
+
+
+def _raises_one_line(spec, match):
+  with pytest.raises(data.DataError, match=match) as info:
+    data.load(spec)
+  message = str(info.value)
+  assert len(message.splitlines()) == 1, message
+  if spec.startswith("npz:"):
+    assert message.startswith(f"npz {spec[4:]!r}: "), message  # Names the file, then both splits.
+  return message
+
+
+def test_splits_of_different_shapes(tmp_path):
+  spec = _write_npz(tmp_path / "s.npz", x_test=np.zeros((8, 7, 7), np.uint8))
+  _raises_one_line(spec, r"x_train examples are \(6, 6, 1\) but x_test examples are \(7, 7, 1\); "
+                         "both splits must have the same shape")
+
+
+def test_splits_with_different_channels(tmp_path):
+  spec = _write_npz(tmp_path / "c.npz", x_train=np.zeros((20, 6, 6, 1), np.uint8),
+                    x_test=np.zeros((8, 6, 6, 3), np.uint8))
+  _raises_one_line(spec, r"x_train examples are \(6, 6, 1\) but x_test examples are \(6, 6, 3\) "
+                         r"\(channels 1 vs 3\)")
+
+
+def test_vectors_against_images(tmp_path):
+  spec = _write_npz(tmp_path / "v.npz", x_train=np.zeros((20, 36), np.uint8))
+  _raises_one_line(spec, r"x_train examples are \(36,\) but x_test examples are \(6, 6, 1\)")
+
+
+def test_label_count_differs_from_images(tmp_path):
+  spec = _write_npz(tmp_path / "n.npz", y_test=np.zeros(7, np.int64))
+  _raises_one_line(spec, r"y_test has shape \(7,\) but x_test has 8 examples.*one label per image")
+
+
+def test_labels_that_are_not_integers(tmp_path):
+  spec = _write_npz(tmp_path / "f.npz", y_test=np.zeros(8, np.float64))
+  _raises_one_line(spec, "y_test has dtype float64; expected integer class labels")
+
+
+def test_test_classes_missing_from_train(tmp_path):
+  spec = _write_npz(tmp_path / "u.npz", y_test=np.array([0, 1, 2, 10, 11, 1, 2, 3]))
+  _raises_one_line(spec, r"y_test has classes \{10, 11\} that y_train never has")
+
+
+@pytest.mark.parametrize("key", ["y_train", "y_test"])
+def test_negative_labels_other_than_minus_one(tmp_path, key):
+  labels = np.arange(20 if key == "y_train" else 8) % 10
+  labels[3] = -2
+  spec = _write_npz(tmp_path / "neg.npz", **{key: labels})
+  _raises_one_line(spec, rf"{key} holds 1 labels outside \[-1, 2147483647\] \(e\.g\. -2\)")
+
+
+def test_minus_one_means_no_labels(tmp_path):
+  ds = data.load(_write_npz(tmp_path / "nolabels.npz", y_train=np.full(20, -1), y_test=np.full(8, -1)))
+  assert (ds.train_labels == -1).all() and ds.test_labels.dtype == np.int32
+  # Unlabelled train: the test labels cannot be compared with anything, so they are not checked.
+  data.load(_write_npz(tmp_path / "half.npz", y_train=np.full(20, -1)))
+
+
+@pytest.mark.parametrize("split,other", [("x_train", "x_test"), ("x_test", "x_train")])
+def test_empty_split(tmp_path, split, other):
+  label = "y" + split[1:]
+  spec = _write_npz(tmp_path / "e.npz", **{split: np.zeros((0, 6, 6), np.uint8), label: np.zeros(0, np.int64)})
+  _raises_one_line(spec, rf"{split} is empty but {other} has \d+ examples; both splits need examples")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_pixels(tmp_path, bad):
+  x = np.full((8, 6, 6), 0.5, np.float32)
+  x[2, 3, 4] = bad
+  spec = _write_npz(tmp_path / "nan.npz", x_train=np.full((20, 6, 6), 0.5, np.float32), x_test=x)
+  _raises_one_line(spec, "x_test has 1 NaN or infinite values")
+
+
+def test_pixels_outside_what_the_loader_can_normalise(tmp_path):
+  _raises_one_line(_write_npz(tmp_path / "big.npz", x_test=np.full((8, 6, 6), 256, np.int16)),
+                   r"x_test holds integers in \[256, 256\]; expected 0..255")
+  _raises_one_line(_write_npz(tmp_path / "f255.npz", x_train=np.full((20, 6, 6), 0.5, np.float32),
+                              x_test=np.full((8, 6, 6), 200.0, np.float32)),
+                   r"x_test has values in \[200, 200\].*divide by 255")
+
+
+def test_splits_scaled_differently(tmp_path):
+  spec = _write_npz(tmp_path / "mixed.npz", x_train=np.full((20, 6, 6), 0.5, np.float32))
+  _raises_one_line(spec, "x_train is float32 but x_test is uint8; .*same dtype")
+
+
+@pytest.mark.parametrize("name,loader,source", [("digits", "_digits", "digits"),
+                                                ("mnist", "_tfds", "tfds 'mnist'")])
+def test_every_source_is_checked(monkeypatch, name, loader, source):
+  rng = np.random.default_rng(0)
+  mismatched = data.Dataset(rng.random((10, 8, 8, 1)), np.arange(10) % 2, rng.random((4, 4, 4, 1)),
+                            np.arange(4) % 2, name)
+  monkeypatch.setattr(data, loader, lambda *args: mismatched)
+  message = _raises_one_line(name, r"train examples are \(8, 8, 1\) but test examples are "
+                                   r"\(4, 4, 1\)")
+  assert message.startswith(f"{source}: ")

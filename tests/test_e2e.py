@@ -88,7 +88,7 @@ def test_cli_trains_on_an_npz_and_reports_outputs(tmp_path):
     (["--config.batch_size=-4"], "--config.batch_size=-4 must be a positive int"),
     (["--config.latent_dim=0"], "--config.latent_dim=0 must be a positive int"),
     (["--config.dataset=npz:/no/such/file.npz"], "npz file not found"),
-    (["--config=experiments/configs/nope.py"], "bad --config"),
+    (["--config=experiments/configs/nope.py"], "config file experiments/configs/nope.py not found"),
     (["--config.no_such_key=1"], "no_such_key"),
     (["--config.learning_rate=fast"], "learning_rate"),
     (["--bogus_flag"], "bogus_flag"),

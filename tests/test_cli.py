@@ -1,0 +1,133 @@
+"""Bad config values and config files fail in one line on stderr with exit code 2, never a traceback."""
+
+import math
+import os
+import subprocess
+import sys
+
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+import ml_collections
+import numpy as np
+import pytest
+
+from ae_jax import activations
+from ae_jax import config as config_lib
+from ae_jax import data
+from ae_jax import objectives
+from ae_jax.losses import corruption
+from ae_jax.losses import reconstruction
+from configs import default  # tests/conftest.py puts experiments/ on sys.path.
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _train(*args):
+  """Runs experiments/train.py with this checkout's ae_jax first on the path."""
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+  return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "train.py"), *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300, check=False)
+
+
+def _one_error_line(out) -> str:
+  assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+  assert "Traceback" not in out.stderr, out.stderr[-2000:]
+  lines = [line for line in out.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr[-2000:]
+  return lines[0]
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("--config.learning_rate=nan", "error: --config.learning_rate=nan must be a finite number"),
+    ("--config.beta=inf", "error: --config.beta=inf must be a finite number"),
+])
+def test_non_finite_override(override, expected, tmp_path):
+  out = _train("--config=experiments/configs/test.py", override, f"--workdir={tmp_path}/run")
+  assert _one_error_line(out) == expected
+  assert not os.path.exists(tmp_path / "run")  # Rejected before any work started.
+
+
+CONFIG_FILES = {
+    "syntax.py": ("import ml_collections\n\n\ndef get_config(:\n  return ml_collections.ConfigDict()\n",
+                  ["line 4: SyntaxError: invalid syntax"]),
+    "raises.py": ("import ml_collections\n\n\ndef get_config():\n  c = ml_collections.ConfigDict()\n"
+                  "  return c.learning_rate / 0\n", ["line 6: get_config() raised AttributeError"]),
+    "divides.py": ("def get_config():\n  rate = 1 / 0\n  return rate\n",
+                   ["line 2: get_config() raised ZeroDivisionError: division by zero"]),
+    "raises_on_import.py": ("import json\n\nSETTINGS = json.loads('{')\n",
+                            ["line 3: importing it raised JSONDecodeError"]),
+    "no_get_config.py": ("import ml_collections\n\nCONFIG = ml_collections.ConfigDict()\n",
+                         ["has no get_config()"]),
+    "returns_none.py": ("def get_config():\n  pass\n", ["get_config() returned None"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIG_FILES))
+def test_bad_config_file(name, tmp_path):
+  text, expected = CONFIG_FILES[name]
+  path = tmp_path / name
+  path.write_text(text)
+  line = _one_error_line(_train(f"--config={path}", f"--workdir={tmp_path}/run"))
+  assert line.startswith(f"error: config file {path}"), line
+  for part in expected:
+    assert part in line, line
+
+
+def test_missing_config_file(tmp_path):
+  line = _one_error_line(_train(f"--config={tmp_path}/nope.py", f"--workdir={tmp_path}/run"))
+  assert line == f"error: config file {tmp_path}/nope.py not found (from {ROOT}); check the path given to --config"
+
+
+# Every key validate() knows, by what makes a value invalid; choice keys with the family that reads them.
+FLOAT_KEYS = ("learning_rate", "sparsity_weight", "rho", "auxk_weight", "noise_level", "contractive_weight",
+              "beta")
+POSITIVE_INT_KEYS = ("batch_size", "num_steps", "latent_dim", "log_every", "eval_every", "checkpoint_every",
+                     "iwae_samples")
+NUMERIC_KEYS = FLOAT_KEYS + POSITIVE_INT_KEYS + ("num_pictures", "topk", "auxk", "seed")
+CHOICE_KEYS = {
+    "family": (objectives.FAMILIES, None),
+    "architecture": (config_lib.ARCHITECTURES, None),
+    "optimizer": (config_lib.OPTIMIZERS, None),
+    "reconstruction": (reconstruction.KINDS, None),
+    "binarize": (data.BINARIZE, None),
+    "data_placement": (("auto", "device", "stream"), None),
+    "activation": (activations.NAMES, None),
+    "code_activation": (activations.NAMES, None),
+    "sparsity": (config_lib.SPARSITY, "sparse"),
+    "noise": (corruption.KINDS, "denoising"),
+    "contractive_path": (config_lib.CONTRACTIVE_PATHS, "contractive"),
+}
+
+
+@st.composite
+def _invalid_setting(draw):
+  """(family or None, key, an invalid value for it)."""
+  kind = draw(st.sampled_from(["non_finite", "non_positive", "string", "choice"]))
+  if kind == "non_finite":
+    number = draw(st.sampled_from([math.nan, math.inf, -math.inf]))
+    return None, draw(st.sampled_from(FLOAT_KEYS)), draw(st.sampled_from([float, np.float32, np.float64]))(number)
+  if kind == "non_positive":
+    return None, draw(st.sampled_from(POSITIVE_INT_KEYS)), draw(st.integers(max_value=0))
+  if kind == "string":
+    return None, draw(st.sampled_from(NUMERIC_KEYS)), draw(st.text(max_size=8))
+  key = draw(st.sampled_from(sorted(CHOICE_KEYS)))
+  choices, family = CHOICE_KEYS[key]
+  return family, key, draw(st.text(max_size=8).filter(lambda value: value not in choices))
+
+
+def test_default_config_is_valid():
+  config_lib.validate(default.get_config())  # So a ConfigError below comes from the one bad value.
+
+
+@settings(max_examples=80, deadline=None, database=None)
+@given(_invalid_setting())
+def test_validate_names_the_bad_key_in_one_line(setting):
+  family, key, value = setting
+  values = default.get_config().to_dict()
+  values["family"] = family or values["family"]
+  values[key] = value
+  with pytest.raises(config_lib.ConfigError) as info:
+    config_lib.validate(ml_collections.ConfigDict(values))  # Untyped: any value, as a config file could set.
+  message = str(info.value)
+  assert len(message.splitlines()) == 1 and f"--config.{key}=" in message, (key, value, message)
