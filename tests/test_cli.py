@@ -15,7 +15,8 @@ import pytest
 from ae_jax import activations
 from ae_jax import config as config_lib
 from ae_jax import data
-from ae_jax import objectives
+from ae_jax import families
+from ae_jax import step as step_lib
 from ae_jax.losses import corruption
 from ae_jax.losses import reconstruction
 from configs import default  # tests/conftest.py puts experiments/ on sys.path.
@@ -86,9 +87,10 @@ POSITIVE_INT_KEYS = ("batch_size", "num_steps", "latent_dim", "log_every", "eval
                      "iwae_samples")
 NUMERIC_KEYS = FLOAT_KEYS + POSITIVE_INT_KEYS + ("num_pictures", "topk", "auxk", "seed")
 CHOICE_KEYS = {
-    "family": (objectives.FAMILIES, None),
+    "family": (families.NAMES, None),
     "architecture": (config_lib.ARCHITECTURES, None),
-    "optimizer": (config_lib.OPTIMIZERS, None),
+    "optimizer": (step_lib.OPTIMIZERS, None),
+    "member_vectorize": (step_lib.MEMBER_VECTORIZE, None),
     "reconstruction": (reconstruction.KINDS, None),
     "binarize": (data.BINARIZE, None),
     "data_placement": (("auto", "device", "stream"), None),
