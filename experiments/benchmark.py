@@ -126,6 +126,7 @@ class Case:
   penalty_path: str | None = None
   members: int = 1  # Members trained by one program (seeds seed, seed + 1, ...).
   vectorize: bool = True  # Members vmapped (else one after another in the program).
+  plain: bool = False  # The hand-written loop of experiments/plain_loop.py instead of ae_jax's.
 
   @property
   def family(self) -> str:
@@ -147,7 +148,8 @@ def build_cases(options: Options) -> list[list[Case]]:
     steps = options.steps or max(2, 4096 // batch)
     for family in options.families:
       if family != "contractive":
-        groups.append([Case(family_config(family, batch, **MLP_SHAPE), steps)])
+        config = family_config(family, batch, **MLP_SHAPE)
+        groups.append([Case(config, steps), Case(config, steps, plain=True)])
         continue
       for name in options.encoders:
         # The slow naive paths last, so the fast ones are timed right next to their plain AE.
@@ -293,13 +295,36 @@ def _peak_bytes_in_use() -> int | None:
   return None if not stats or "peak_bytes_in_use" not in stats else int(stats["peak_bytes_in_use"])
 
 
+class PlainRunner:
+  """`Runner`'s interface for the hand-written loop (`plain_loop.PlainLoop`): one jit call per step."""
+
+  def __init__(self, case: Case, images: jax.Array, warmup: bool = True):
+    import plain_loop  # pylint: disable=g-import-not-at-top  # experiments/ is on sys.path.
+
+    self.case, self.loop = case, plain_loop.PlainLoop(case.config, images, seed=case.config.seed)
+    model = families.model_from_config(case.config, images.shape[1:])
+    self.macs = forward_macs(model, self.loop.params, images.shape[1:])
+    self.model, self.peak_memory_bytes = describe(case.config, images.shape[1:]), None
+    start = time.perf_counter()
+    self.loss = self.loop.run(1)  # Compiles.
+    self.compile_s = time.perf_counter() - start
+    if warmup:
+      self()
+
+  def __call__(self) -> float:
+    start = time.perf_counter()
+    self.loss = self.loop.run(self.case.steps)
+    return time.perf_counter() - start
+
+
 def run_group(cases: Sequence[Case], images, labels, mesh, matmul: Callable[[], float],
               options: Options) -> list[dict[str, Any]]:
   """Times the group's cases round-robin, `repeats` rounds, re-timing the matmul before each round.
 
   Rounds alternate direction, so a case is timed as often just before its plain AE as just after.
   """
-  runners = [Runner(case, images, labels, mesh, images.nbytes + labels.nbytes, options.warmup,
+  runners = [PlainRunner(case, images, options.warmup) if case.plain else
+             Runner(case, images, labels, mesh, images.nbytes + labels.nbytes, options.warmup,
                     FAST_COMPILE if options.fast_compile else None) for case in cases]
   repeats = options.repeats
   peaks, seconds = [], [[] for _ in runners]
@@ -309,6 +334,7 @@ def run_group(cases: Sequence[Case], images, labels, mesh, matmul: Callable[[], 
       for times, runner in list(zip(seconds, runners))[::1 if i % 2 == 0 else -1]:
         times.append(runner())
   plain = runners[0] if cases[0].encoder is not None else None
+  hand_written = next((i for i, case in enumerate(cases) if case.plain), None)
   results = []
   for runner, times in zip(runners, seconds):
     case, config = runner.case, runner.case.config
@@ -333,6 +359,11 @@ def run_group(cases: Sequence[Case], images, labels, mesh, matmul: Callable[[], 
         "compile_s": runner.compile_s,
         "final_loss": runner.loss,
     }
+    if case.plain:
+      row["loop"] = "plain"
+    elif hand_written is not None:
+      # > 1: ae_jax's loop is faster than the hand-written one, per round, then the median.
+      row["vs_plain"] = statistics.median(p / case.steps / t for p, t in zip(seconds[hand_written], step_times))
     if case.encoder is not None:
       row["encoder"] = case.encoder
     if case.penalty_path is not None:

@@ -1,0 +1,84 @@
+"""The loop a JAX user writes in an afternoon, as the benchmark's yardstick for ae_jax's own loop.
+
+One jitted Flax + optax step per batch: the batch sliced with `lax.dynamic_slice` from a per-epoch
+permutation, one PRNG key per step (folded from the step number), noise drawn for the whole batch
+at once, parameters and optimizer state donated, no sharding, no metrics but the loss. Same model
+(`families.model_from_config`) and the same loss terms (`ae_jax.losses`) as the framework's step.
+"""
+
+import functools
+from typing import Any
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+import optax
+
+from ae_jax import families
+from ae_jax import models
+from ae_jax.losses import corruption
+from ae_jax.losses import reconstruction
+from ae_jax.losses import sparsity
+from ae_jax.losses import variational
+
+
+def make_loss(config, model):
+  """`loss(params, x, key) -> scalar` for the families the benchmark compares (not contractive)."""
+  rec = functools.partial(reconstruction.from_logits, kind=config.reconstruction)
+
+  def loss(params, x, key):
+    apply = functools.partial(model.apply, {"params": params})
+    if config.family == "vae":
+      mean, logvar = apply(x, method="encode")
+      z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
+      return (rec(apply(z, method="decode"), x) + config.beta * variational.kl_standard_normal(mean, logvar)).mean()
+    x_in = corruption.corrupt(key, x, kind=config.noise, level=config.noise_level) if config.family == "denoising" else x
+    code, logits = apply(x_in)
+    value = rec(logits, x).mean()
+    if config.family == "sparse" and config.sparsity == "kl":
+      value += config.sparsity_weight * sparsity.kl_divergence(code, rho=config.rho).sum()
+    elif config.family == "sparse" and config.sparsity == "l1":
+      value += config.sparsity_weight * sparsity.l1(code).mean()
+    return value
+
+  return loss
+
+
+class PlainLoop:
+  """`run(steps)` trains `steps` steps, one jitted call each, and fetches the last loss."""
+
+  def __init__(self, config, images: jax.Array, *, seed: int = 0):
+    model = families.model_from_config(config, images.shape[1:])
+    self.optimizer = optax.adam(config.learning_rate)
+    self.params = models.init(model, jax.random.key(seed), images.shape[1:])
+    self.opt_state = self.optimizer.init(self.params)
+    self.images, self.key, self.batch_size, self.i = images, jax.random.key(seed + 1), config.batch_size, 0
+    self.steps_per_epoch = len(images) // config.batch_size
+    self.permutation = jax.jit(lambda key, epoch: jax.random.permutation(jax.random.fold_in(key, epoch),
+                                                                         len(images)))
+    self.perm = self.permutation(self.key, 0)
+    loss = make_loss(config, model)
+    dynamic = config.binarize == "dynamic"
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(params, opt_state, images, perm, i, key) -> tuple[Any, Any, jax.Array]:
+      idx = lax.dynamic_slice(perm, ((i % self.steps_per_epoch) * self.batch_size,), (self.batch_size,))
+      x = images[idx]
+      binarize_key, loss_key = jax.random.split(jax.random.fold_in(key, i))
+      if dynamic:
+        x = jax.random.bernoulli(binarize_key, x).astype(x.dtype)
+      value, grads = jax.value_and_grad(loss)(params, x, loss_key)
+      updates, opt_state = self.optimizer.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state, value
+
+    self.step = step
+
+  def run(self, steps: int) -> float:
+    value = None
+    for _ in range(steps):
+      if self.i and self.i % self.steps_per_epoch == 0:
+        self.perm = self.permutation(self.key, self.i // self.steps_per_epoch)
+      self.params, self.opt_state, value = self.step(self.params, self.opt_state, self.images, self.perm,
+                                                     self.i, self.key)
+      self.i += 1
+    return float(value)
