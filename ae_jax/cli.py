@@ -173,6 +173,10 @@ def clear_errors():
   except errors.TrainingError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(errors.NON_FINITE_EXIT_CODE)
+  except errors.TermError as e:  # One line naming the term, then the user's own traceback to debug.
+    print(f"error: {e}", file=sys.stderr)
+    traceback.print_exception(e.__cause__, file=sys.stderr)
+    sys.exit(USAGE_EXIT_CODE)
 
 
 def report(result: dict[str, Any], workdir: str) -> None:

@@ -5,3 +5,7 @@ NON_FINITE_EXIT_CODE = 3  # Distinct from bad input's 2.
 
 class TrainingError(RuntimeError):
   """Training cannot go on (a non-finite loss); the message says where it stopped and what to change."""
+
+
+class TermError(RuntimeError):
+  """A user's extra term raised; the message names the term, `__cause__` holds the user's exception."""

@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ae_jax import errors
 from ae_jax import hparams
 from ae_jax import models
 from ae_jax.losses import contractive
@@ -246,13 +247,28 @@ def resolve_term(path: str) -> Term:
 
 
 def extra_terms(spec: str) -> dict[str, Term]:
-  """The user terms of `config.extra_terms`, by name (their weights are hyperparameters)."""
+  """The user terms of `config.extra_terms`, by name (their weights are hyperparameters).
+
+  Each is wrapped so that an exception inside it is re-raised as `errors.TermError` naming the term,
+  with the user's own exception (and traceback) as its cause.
+  """
   terms = {}
   for name, path, _ in hparams.parse_extra_terms(spec):
     if name in terms:
       raise ValueError(f"extra term {name!r} is named twice; term names (the function names) must differ")
-    terms[name] = resolve_term(path)
+    terms[name] = _named(name, path, resolve_term(path))
   return terms
+
+
+def _named(name: str, path: str, fn: Term) -> Term:
+  @functools.wraps(fn)
+  def term(forward: Forward) -> jax.Array:
+    try:
+      return fn(forward)
+    except Exception as e:  # The user's code: name it, keep their exception and traceback as the cause.
+      raise errors.TermError(f"extra term {name!r} ({path}) raised {type(e).__name__}: {e}; its traceback "
+                             "follows") from e
+  return term
 
 
 def _check_term(name: str, value: Any, shape: tuple[int, ...]) -> jax.Array:

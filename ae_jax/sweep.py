@@ -25,6 +25,7 @@ from absl import logging
 from ae_jax import checkpoints
 from ae_jax import config as config_lib
 from ae_jax import data
+from ae_jax import errors
 from ae_jax import families
 from ae_jax import hparams
 from ae_jax import sweep_spec
@@ -146,8 +147,8 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
     logging.info("Sweep: training %d member(s) as one program: %s", len(batch), ", ".join(names[i] for i in group))
     try:
       outs = train.train_members(batch, datasets[source], devices=devices)
-    except (config_lib.ConfigError, data.DataError):
-      raise
+    except (config_lib.ConfigError, data.DataError, errors.TermError):
+      raise  # Bad input or the user's own code: one line (and their traceback) from the entry point.
     except Exception as e:  # pylint: disable=broad-except  # One program failing must not lose the others.
       logging.exception("Sweep: the program of %s failed.", ", ".join(names[i] for i in group))
       outs = [{"status": "failed", "message": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",

@@ -133,3 +133,67 @@ def test_validate_names_the_bad_key_in_one_line(setting):
     config_lib.validate(ml_collections.ConfigDict(values))  # Untyped: any value, as a config file could set.
   message = str(info.value)
   assert len(message.splitlines()) == 1 and f"--config.{key}=" in message, (key, value, message)
+
+
+def _invalid_flag_value(key: str, current) -> st.SearchStrategy:
+  """Command-line text that `key` must refuse, given the type of its default value."""
+  if isinstance(current, bool):
+    return st.just("maybe")
+  if isinstance(current, float):
+    return st.sampled_from(["nan", "inf", "-inf", "-1.5", "abc"] if key in ("learning_rate",) else ["nan", "inf", "abc"])
+  if isinstance(current, int):
+    return st.sampled_from(["0", "-3", "1.5", "abc"] if key in POSITIVE_INT_KEYS else ["1.5", "abc"])
+  if key in CHOICE_KEYS and CHOICE_KEYS[key][1] is None:
+    return st.text(alphabet="abcxyz_", min_size=1, max_size=6).filter(lambda v: v not in CHOICE_KEYS[key][0])
+  return st.nothing()
+
+
+_FLAG_KEYS = sorted(k for k, v in default.get_config().items()
+                    if k in FLOAT_KEYS + POSITIVE_INT_KEYS or (k in CHOICE_KEYS and CHOICE_KEYS[k][1] is None))
+
+
+@st.composite
+def _invalid_flag(draw):
+  key = draw(st.sampled_from(_FLAG_KEYS))
+  return key, draw(_invalid_flag_value(key, default.get_config()[key]))
+
+
+@settings(max_examples=12, deadline=None, database=None)
+@given(_invalid_flag())
+def test_invalid_flag_values_exit_2_in_one_line_and_leave_the_workdir_usable(tmp_path_factory, flag):
+  key, value = flag
+  workdir = tmp_path_factory.getbasetemp() / "shared_workdir"
+  out = _train("--config=experiments/configs/test.py", f"--config.{key}={value}", f"--workdir={workdir}")
+  line = _one_error_line(out)
+  assert key in line, (key, value, line)
+  assert not os.path.exists(workdir / "run_config.json")  # Nothing written that a valid run would trip on.
+
+
+def test_a_valid_run_after_refused_ones_in_the_same_workdir(tmp_path):
+  for bad in ("--config.learning_rate=nan", "--config.batch_size=0", "--config.family=gan"):
+    _one_error_line(_train("--config=experiments/configs/test.py", bad, f"--workdir={tmp_path}"))
+  out = _train("--config=experiments/configs/test.py", "--config.num_steps=10", "--config.num_pictures=0",
+               f"--workdir={tmp_path}")
+  assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_a_non_finite_loss_exits_3_in_one_line_naming_step_terms_and_what_to_change(tmp_path):
+  out = _train("--config=experiments/configs/test.py", "--config.learning_rate=1e30", "--config.optimizer=adam",
+               f"--workdir={tmp_path}")
+  assert out.returncode == 3, out.stderr[-2000:]
+  errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+  assert "non-finite at step" in errors[0] and "loss" in errors[0] and "--config.learning_rate" in errors[0]
+
+
+def test_an_exception_in_a_user_term_names_the_term_and_keeps_the_users_traceback(tmp_path):
+  (tmp_path / "bad_terms.py").write_text("def explode(forward):\n  return forward.code.sum(axis=1) / undefined_name\n")
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "train.py"),
+                        f"--config={ROOT}/experiments/configs/test.py", "--config.extra_terms=bad_terms:explode",
+                        f"--workdir={tmp_path / 'run'}"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300, check=False)
+  assert out.returncode == 2, out.stderr[-2000:]
+  first = next(line for line in out.stderr.splitlines() if line.startswith("error:"))
+  assert "extra term 'explode' (bad_terms:explode) raised NameError" in first
+  assert "bad_terms.py" in out.stderr and "undefined_name" in out.stderr  # The user's own frame.
