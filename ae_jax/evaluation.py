@@ -14,7 +14,10 @@ depend on `batch_size` (nor, for `iwae_log_likelihood`, on `chunk_size`).
 from collections.abc import Callable, Iterator
 import functools
 import math
+import time
 from typing import Any
+
+from absl import logging
 
 import jax
 import jax.numpy as jnp
@@ -59,17 +62,23 @@ def _flat64(x: Any) -> np.ndarray:
   return x.reshape(x.shape[0], -1)
 
 
-def _map_batches(fn: Callable[..., Any], arrays: tuple[Any, ...], *, batch_size: int) -> Any:
+PROGRESS_EVERY_S = 10.0  # An evaluation phase longer than this logs done / total, rate and ETA.
+
+
+def _map_batches(fn: Callable[..., Any], arrays: tuple[Any, ...], *, batch_size: int, label: str = "evaluation"
+                 ) -> Any:
   """Applies jitted `fn(*batch, indices)` over fixed-size batches; returns its outputs concatenated.
 
   `fn` must return a pytree of arrays with a leading example axis. The last batch is padded (edge
-  repeat) to the common size so `fn` compiles once; padded rows are dropped on the host.
+  repeat) to the common size so `fn` compiles once; padded rows are dropped on the host. Every
+  PROGRESS_EVERY_S seconds it logs `label`'s progress, as training does.
   """
   _check_batch_size(batch_size)
   n = arrays[0].shape[0]
   size = min(batch_size, n)
   jitted = jax.jit(fn)
   outputs = []
+  start = last = time.perf_counter()
   for s in _slices(n, size):
     real = s.stop - s.start
     batch = [np.asarray(a[s]) for a in arrays] + [np.arange(s.start, s.stop, dtype=np.int32)]
@@ -77,6 +86,11 @@ def _map_batches(fn: Callable[..., Any], arrays: tuple[Any, ...], *, batch_size:
       batch = [np.concatenate([b, np.repeat(b[-1:], size - real, axis=0)]) for b in batch]
     out = jitted(*batch)
     outputs.append(jax.tree.map(lambda o, real=real: np.asarray(o)[:real], out))
+    now = time.perf_counter()
+    if now - last >= PROGRESS_EVERY_S and s.stop < n:
+      rate = s.stop / (now - start)
+      logging.info("%s: %d/%d examples, %.1f examples/s, ETA %.0fs", label, s.stop, n, rate, (n - s.stop) / rate)
+      last = now
   return jax.tree.map(lambda *parts: np.concatenate(parts, axis=0), *outputs)
 
 
@@ -270,7 +284,7 @@ def jacobian_stats(
     change = (encode(xb + delta) - encode(xb)).reshape(xb.shape[0], -1)
     return frobenius_sq, jnp.sqrt(jnp.square(change).sum(axis=1)) / radius
 
-  frobenius_sq, sensitivity = _map_batches(batch_fn, (x,), batch_size=batch_size)
+  frobenius_sq, sensitivity = _map_batches(batch_fn, (x,), batch_size=batch_size, label="encoder Jacobians")
   return {
       "jacobian_frobenius_sq": float(frobenius_sq.mean()),
       "latent_sensitivity": float(sensitivity.mean()),
@@ -337,7 +351,7 @@ def denoising_stats(
       out[f"denoised/{name}"] = mse(reconstruct(noisy), xb)
     return out
 
-  per_example = _map_batches(batch_fn, (x,), batch_size=batch_size)
+  per_example = _map_batches(batch_fn, (x,), batch_size=batch_size, label="denoising PSNR")
   to_db = lambda m: float(np.mean(10.0 * np.log10(1.0 / np.maximum(m.astype(np.float64), PSNR_MIN_MSE))))
   stats = {"psnr_clean": to_db(per_example["clean"])}
   for name in names:
@@ -362,6 +376,16 @@ def _log_likelihood(likelihood: str | LogLikelihood) -> LogLikelihood:
   raise ValueError(f"unknown likelihood {likelihood!r}; choose 'bernoulli', 'gaussian' or pass a callable")
 
 
+def _broadcast_log_likelihood(likelihood: str | LogLikelihood):
+  """For a named likelihood, `(logits (B, C, D), x (B, 1, D)) -> (B, C)` without copying x C times."""
+  if likelihood == "bernoulli":  # log Bernoulli(x | sigmoid(l)) = x l - softplus(l).
+    return lambda logits, x: jnp.sum(x * logits - jax.nn.softplus(logits), axis=-1)
+  if likelihood == "gaussian":
+    return lambda logits, x: -jnp.sum(0.5 * jnp.square(x - jax.nn.sigmoid(logits)) + 0.5 * jnp.log(2 * jnp.pi),
+                                      axis=-1)
+  return None
+
+
 def iwae_log_likelihood(
     encode: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
     decode_logits: Callable[[jax.Array], jax.Array],
@@ -380,8 +404,10 @@ def iwae_log_likelihood(
   callable `log_prob(decoder_output, x) -> (M,)` over flattened sample batches (e.g. a Gaussian with
   another scale). A lower bound in expectation that tightens as num_samples grows (Burda et al.).
   Samples are drawn `chunk_size` at a time and folded into a running logsumexp (lax.scan), so the
-  decoder sees at most chunk_size * batch_size latents at once. Sample s of example i uses
-  fold_in(fold_in(key, i), s), so the estimate does not depend on chunk_size or batch_size.
+  decoder sees at most chunk_size * batch_size latents at once. Chunk c of example i is drawn from
+  fold_in(fold_in(key, i), c) in one call, so the estimate does not depend on batch_size. The named
+  likelihoods broadcast the image against its samples instead of copying it per sample, and
+  log q(z|x) is computed from the standard normal draws: the decoder's matmuls are most of the cost.
   """
   x = jnp.asarray(x)
   _check_nonempty("x", x)
@@ -391,28 +417,38 @@ def iwae_log_likelihood(
   chunk_size = min(chunk_size, num_samples)
   num_chunks = -(-num_samples // chunk_size)
 
+  broadcast = _broadcast_log_likelihood(likelihood)
+
   def batch_fn(xb: jax.Array, indices: jax.Array) -> jax.Array:
     mean, logvar = encode(xb)
     if mean.ndim != 2 or mean.shape != logvar.shape:
       raise ValueError(f"encode must return (B, k) mean and logvar, got {mean.shape} and {logvar.shape}")
     b, k = mean.shape
     example_keys = _example_keys(key, indices)
-    x_rep = jnp.broadcast_to(xb[None], (chunk_size, *xb.shape)).reshape(chunk_size * b, *xb.shape[1:])
+    x_flat = xb.reshape(b, 1, -1)
+    log_norm = 0.5 * k * jnp.log(2 * jnp.pi)
+    log_q_const = -0.5 * jnp.sum(logvar, axis=1, keepdims=True) - log_norm  # (B, 1)
 
     def chunk(log_total: jax.Array, c: jax.Array) -> tuple[jax.Array, None]:
-      sample_ids = c * chunk_size + jnp.arange(chunk_size)
-      keys = jax.vmap(lambda s: jax.vmap(lambda ek: jax.random.fold_in(ek, s))(example_keys))(sample_ids)
-      eps = jax.vmap(jax.vmap(lambda kk: jax.random.normal(kk, (k,), mean.dtype)))(keys)  # (C, B, k)
-      z = mean + jnp.exp(0.5 * logvar) * eps
-      log_px = log_px_given_z(decode_logits(z.reshape(chunk_size * b, k)), x_rep).reshape(chunk_size, b)
-      log_w = log_px + variational.gaussian_log_prob(z) - variational.gaussian_log_prob(z, mean, logvar)
-      log_w = jnp.where((sample_ids < num_samples)[:, None], log_w, -jnp.inf)
-      return jnp.logaddexp(log_total, jax.nn.logsumexp(log_w, axis=0)), None
+      eps = jax.vmap(lambda ek: jax.random.normal(jax.random.fold_in(ek, c), (chunk_size, k), mean.dtype))(
+          example_keys)  # (B, C, k)
+      z = mean[:, None] + jnp.exp(0.5 * logvar)[:, None] * eps
+      logits = decode_logits(z.reshape(b * chunk_size, k))
+      if broadcast is not None:
+        log_px = broadcast(logits.reshape(b, chunk_size, -1), x_flat)
+      else:
+        x_rep = jnp.broadcast_to(xb[:, None], (b, chunk_size, *xb.shape[1:])).reshape(b * chunk_size, *xb.shape[1:])
+        log_px = log_px_given_z(logits, x_rep).reshape(b, chunk_size)
+      log_pz = -0.5 * jnp.sum(jnp.square(z), axis=2) - log_norm
+      log_qz = -0.5 * jnp.sum(jnp.square(eps), axis=2) + log_q_const
+      log_w = jnp.where(c * chunk_size + jnp.arange(chunk_size) < num_samples, log_px + log_pz - log_qz, -jnp.inf)
+      return jnp.logaddexp(log_total, jax.nn.logsumexp(log_w, axis=1)), None
 
     log_total, _ = jax.lax.scan(chunk, jnp.full((b,), -jnp.inf, mean.dtype), jnp.arange(num_chunks))
     return log_total - jnp.log(float(num_samples))
 
-  return _map_batches(batch_fn, (x,), batch_size=batch_size).astype(np.float64)
+  return _map_batches(batch_fn, (x,), batch_size=batch_size,
+                      label=f"IWAE log-likelihood ({num_samples} samples)").astype(np.float64)
 
 
 def vae_terms(
@@ -439,7 +475,7 @@ def vae_terms(
     z = jax.vmap(variational.reparameterize)(keys, mean, logvar)
     return -log_px_given_z(decode_logits(z), xb), variational.kl_standard_normal(mean, logvar)
 
-  rec, kl = _map_batches(batch_fn, (x,), batch_size=batch_size)
+  rec, kl = _map_batches(batch_fn, (x,), batch_size=batch_size, label="ELBO terms")
   rec, kl = rec.astype(np.float64), kl.astype(np.float64)
   return {
       "negative_elbo": float((rec + kl).mean()),

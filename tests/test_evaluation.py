@@ -253,3 +253,14 @@ def test_vae_terms_and_iwae_bernoulli():
   assert gaussian["elbo_reconstruction"] > 4 * 0.5 * math.log(2 * math.pi)  # Unit variance: >= the constant.
   with pytest.raises(ValueError, match="unknown likelihood"):
     evaluation.vae_terms(encode, decode, x, key, likelihood="poisson")
+
+
+def test_a_long_evaluation_logs_its_progress(monkeypatch, caplog):
+  monkeypatch.setattr(evaluation, "PROGRESS_EVERY_S", 0.0)  # Every batch counts as "long".
+  caplog.set_level("INFO")
+  x = np.zeros((10, 2, 2, 1), np.float32)
+  encode = lambda v: (v.reshape(v.shape[0], -1)[:, :3], jnp.zeros((v.shape[0], 3)))
+  decode = lambda z: jnp.zeros((z.shape[0], 2, 2, 1))
+  evaluation.iwae_log_likelihood(encode, decode, x, jax.random.key(0), num_samples=4, chunk_size=2, batch_size=4)
+  assert "IWAE log-likelihood (4 samples): 4/10 examples" in caplog.text
+  assert "8/10 examples" in caplog.text and "ETA" in caplog.text
