@@ -65,18 +65,24 @@ def _flat64(x: Any) -> np.ndarray:
 PROGRESS_EVERY_S = 10.0  # An evaluation phase longer than this logs done / total, rate and ETA.
 
 
-def _map_batches(fn: Callable[..., Any], arrays: tuple[Any, ...], *, batch_size: int, label: str = "evaluation"
-                 ) -> Any:
-  """Applies jitted `fn(*batch, indices)` over fixed-size batches; returns its outputs concatenated.
+def _as_pytree(fn: Callable[..., Any]) -> jax.tree_util.Partial:
+  """A callable as a pytree argument of a jitted function: a Partial's bound arrays are traced."""
+  return fn if isinstance(fn, jax.tree_util.Partial) else jax.tree_util.Partial(fn)
 
-  `fn` must return a pytree of arrays with a leading example axis. The last batch is padded (edge
-  repeat) to the common size so `fn` compiles once; padded rows are dropped on the host. Every
+
+def _map_batches(jitted: Callable[..., Any], arrays: tuple[Any, ...], *, batch_size: int, args: tuple[Any, ...] = (),
+                 label: str = "evaluation") -> Any:
+  """Applies `jitted(*args, *batch, indices)` over fixed-size batches; returns its outputs concatenated.
+
+  `jitted` must return a pytree of arrays with a leading example axis; it is one of the module's
+  cached jitted functions, and everything that differs between models of one shape (callables as
+  `Partial`s holding their params, keys) comes in `args`, so it compiles once for them all. The last
+  batch is padded (edge repeat) to the common size; padded rows are dropped on the host. Every
   PROGRESS_EVERY_S seconds it logs `label`'s progress, as training does.
   """
   _check_batch_size(batch_size)
   n = arrays[0].shape[0]
   size = min(batch_size, n)
-  jitted = jax.jit(fn)
   outputs = []
   start = last = time.perf_counter()
   for s in _slices(n, size):
@@ -84,7 +90,7 @@ def _map_batches(fn: Callable[..., Any], arrays: tuple[Any, ...], *, batch_size:
     batch = [np.asarray(a[s]) for a in arrays] + [np.arange(s.start, s.stop, dtype=np.int32)]
     if real < size:
       batch = [np.concatenate([b, np.repeat(b[-1:], size - real, axis=0)]) for b in batch]
-    out = jitted(*batch)
+    out = jitted(*args, *batch)
     outputs.append(jax.tree.map(lambda o, real=real: np.asarray(o)[:real], out))
     now = time.perf_counter()
     if now - last >= PROGRESS_EVERY_S and s.stop < n:
@@ -251,6 +257,19 @@ def _per_example_jacobian(encode: Callable[[jax.Array], jax.Array], x: jax.Array
   return jax.vmap(jacobian)(x.reshape(x.shape[0], d))
 
 
+@functools.lru_cache(maxsize=None)
+def _jacobian_batch(radius: float):
+  @jax.jit
+  def batch_fn(encode, key, xb: jax.Array, indices: jax.Array) -> tuple[jax.Array, jax.Array]:
+    frobenius_sq = jnp.square(_per_example_jacobian(encode, xb)).sum(axis=(1, 2))
+    directions = jax.vmap(lambda k: jax.random.normal(k, xb.shape[1:], xb.dtype))(_example_keys(key, indices))
+    norms = jnp.sqrt(jnp.square(directions.reshape(xb.shape[0], -1)).sum(axis=1))
+    delta = directions * (radius / norms).reshape(-1, *([1] * (xb.ndim - 1)))
+    change = (encode(xb + delta) - encode(xb)).reshape(xb.shape[0], -1)
+    return frobenius_sq, jnp.sqrt(jnp.square(change).sum(axis=1)) / radius
+  return batch_fn
+
+
 def jacobian_stats(
     encode: Callable[[jax.Array], jax.Array],
     x: ArrayLike,
@@ -273,18 +292,9 @@ def jacobian_stats(
   _check_nonempty("x", x)
   if eps <= 0:
     raise ValueError(f"eps must be positive, got {eps}")
-  d = math.prod(x.shape[1:])
-  radius = eps * math.sqrt(d)
-
-  def batch_fn(xb: jax.Array, indices: jax.Array) -> tuple[jax.Array, jax.Array]:
-    frobenius_sq = jnp.square(_per_example_jacobian(encode, xb)).sum(axis=(1, 2))
-    directions = jax.vmap(lambda k: jax.random.normal(k, xb.shape[1:], xb.dtype))(_example_keys(key, indices))
-    norms = jnp.sqrt(jnp.square(directions.reshape(xb.shape[0], -1)).sum(axis=1))
-    delta = directions * (radius / norms).reshape(-1, *([1] * (xb.ndim - 1)))
-    change = (encode(xb + delta) - encode(xb)).reshape(xb.shape[0], -1)
-    return frobenius_sq, jnp.sqrt(jnp.square(change).sum(axis=1)) / radius
-
-  frobenius_sq, sensitivity = _map_batches(batch_fn, (x,), batch_size=batch_size, label="encoder Jacobians")
+  radius = eps * math.sqrt(math.prod(x.shape[1:]))
+  frobenius_sq, sensitivity = _map_batches(_jacobian_batch(radius), (x,), batch_size=batch_size,
+                                           args=(_as_pytree(encode), key), label="encoder Jacobians")
   return {
       "jacobian_frobenius_sq": float(frobenius_sq.mean()),
       "latent_sensitivity": float(sensitivity.mean()),
@@ -313,6 +323,23 @@ def sparsity_stats(codes: ArrayLike, *, threshold: float = 1e-3) -> dict[str, fl
   }
 
 
+@functools.lru_cache(maxsize=None)
+def _denoising_batch(settings: tuple[tuple[str, float], ...]):
+  def mse(a: jax.Array, b: jax.Array) -> jax.Array:
+    return jnp.square(a - b).reshape(a.shape[0], -1).mean(axis=1)
+
+  @jax.jit
+  def batch_fn(reconstruct, key, xb: jax.Array, indices: jax.Array) -> dict[str, jax.Array]:
+    out = {"clean": mse(reconstruct(xb), xb)}
+    for j, (kind, level) in enumerate(settings):
+      keys = _example_keys(jax.random.fold_in(key, j), indices)
+      noisy = jax.vmap(functools.partial(corruption.corrupt, kind=kind, level=level))(keys, xb)
+      out[f"noisy/{kind}_{level:g}"] = mse(jnp.clip(noisy, 0.0, 1.0), xb)
+      out[f"denoised/{kind}_{level:g}"] = mse(reconstruct(noisy), xb)
+    return out
+  return batch_fn
+
+
 def denoising_stats(
     reconstruct: Callable[[jax.Array], jax.Array],
     x: ArrayLike,
@@ -335,23 +362,10 @@ def denoising_stats(
   """
   x = jnp.asarray(x)
   _check_nonempty("x", x)
-  settings = [("gaussian", s) for s in gaussian_sigmas] + [("masking", r) for r in masking_rates]
+  settings = tuple([("gaussian", s) for s in gaussian_sigmas] + [("masking", r) for r in masking_rates])
   names = [f"{kind}_{level:g}" for kind, level in settings]
-
-  def mse(a: jax.Array, b: jax.Array) -> jax.Array:
-    return jnp.square(a - b).reshape(a.shape[0], -1).mean(axis=1)
-
-  def batch_fn(xb: jax.Array, indices: jax.Array) -> dict[str, jax.Array]:
-    out = {"clean": mse(reconstruct(xb), xb)}
-    for j, ((kind, level), name) in enumerate(zip(settings, names)):
-      keys = _example_keys(jax.random.fold_in(key, j), indices)
-      corrupt = functools.partial(corruption.corrupt, kind=kind, level=level)
-      noisy = jax.vmap(corrupt)(keys, xb)
-      out[f"noisy/{name}"] = mse(jnp.clip(noisy, 0.0, 1.0), xb)
-      out[f"denoised/{name}"] = mse(reconstruct(noisy), xb)
-    return out
-
-  per_example = _map_batches(batch_fn, (x,), batch_size=batch_size, label="denoising PSNR")
+  per_example = _map_batches(_denoising_batch(settings), (x,), batch_size=batch_size,
+                             args=(_as_pytree(reconstruct), key), label="denoising PSNR")
   to_db = lambda m: float(np.mean(10.0 * np.log10(1.0 / np.maximum(m.astype(np.float64), PSNR_MIN_MSE))))
   stats = {"psnr_clean": to_db(per_example["clean"])}
   for name in names:
@@ -386,40 +400,15 @@ def _broadcast_log_likelihood(likelihood: str | LogLikelihood):
   return None
 
 
-def iwae_log_likelihood(
-    encode: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
-    decode_logits: Callable[[jax.Array], jax.Array],
-    x: ArrayLike,
-    key: jax.Array,
-    *,
-    num_samples: int = 1000,
-    chunk_size: int = 100,
-    likelihood: str | LogLikelihood = "bernoulli",
-    batch_size: int = 128,
-) -> np.ndarray:
-  """(N,) importance-sampled estimates of log p(x) = log mean_k p(x, z_k) / q(z_k | x), z_k ~ q(z|x).
-
-  q(z|x) = N(mean, exp(logvar)) from `encode`, p(z) = N(0, I), and p(x|z) from `likelihood`:
-  'bernoulli' (Bernoulli(sigmoid(logits))), 'gaussian' (unit variance around sigmoid(logits)), or a
-  callable `log_prob(decoder_output, x) -> (M,)` over flattened sample batches (e.g. a Gaussian with
-  another scale). A lower bound in expectation that tightens as num_samples grows (Burda et al.).
-  Samples are drawn `chunk_size` at a time and folded into a running logsumexp (lax.scan), so the
-  decoder sees at most chunk_size * batch_size latents at once. Chunk c of example i is drawn from
-  fold_in(fold_in(key, i), c) in one call, so the estimate does not depend on batch_size. The named
-  likelihoods broadcast the image against its samples instead of copying it per sample, and
-  log q(z|x) is computed from the standard normal draws: the decoder's matmuls are most of the cost.
-  """
-  x = jnp.asarray(x)
-  _check_nonempty("x", x)
-  if num_samples <= 0 or chunk_size <= 0:
-    raise ValueError(f"num_samples and chunk_size must be positive, got {num_samples} and {chunk_size}")
+@functools.lru_cache(maxsize=None)
+def _iwae_batch(num_samples: int, chunk_size: int, likelihood: str | LogLikelihood):
   log_px_given_z = _log_likelihood(likelihood)
-  chunk_size = min(chunk_size, num_samples)
   num_chunks = -(-num_samples // chunk_size)
 
   broadcast = _broadcast_log_likelihood(likelihood)
 
-  def batch_fn(xb: jax.Array, indices: jax.Array) -> jax.Array:
+  @jax.jit
+  def batch_fn(encode, decode_logits, key, xb: jax.Array, indices: jax.Array) -> jax.Array:
     mean, logvar = encode(xb)
     if mean.ndim != 2 or mean.shape != logvar.shape:
       raise ValueError(f"encode must return (B, k) mean and logvar, got {mean.shape} and {logvar.shape}")
@@ -447,8 +436,53 @@ def iwae_log_likelihood(
     log_total, _ = jax.lax.scan(chunk, jnp.full((b,), -jnp.inf, mean.dtype), jnp.arange(num_chunks))
     return log_total - jnp.log(float(num_samples))
 
-  return _map_batches(batch_fn, (x,), batch_size=batch_size,
+  return batch_fn
+
+
+def iwae_log_likelihood(
+    encode: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+    decode_logits: Callable[[jax.Array], jax.Array],
+    x: ArrayLike,
+    key: jax.Array,
+    *,
+    num_samples: int = 1000,
+    chunk_size: int = 100,
+    likelihood: str | LogLikelihood = "bernoulli",
+    batch_size: int = 128,
+) -> np.ndarray:
+  """(N,) importance-sampled estimates of log p(x) = log mean_k p(x, z_k) / q(z_k | x), z_k ~ q(z|x).
+
+  q(z|x) = N(mean, exp(logvar)) from `encode`, p(z) = N(0, I), and p(x|z) from `likelihood`:
+  'bernoulli' (Bernoulli(sigmoid(logits))), 'gaussian' (unit variance around sigmoid(logits)), or a
+  callable `log_prob(decoder_output, x) -> (M,)` over flattened sample batches (e.g. a Gaussian with
+  another scale). A lower bound in expectation that tightens as num_samples grows (Burda et al.).
+  Samples are drawn `chunk_size` at a time and folded into a running logsumexp (lax.scan), so the
+  decoder sees at most chunk_size * batch_size latents at once. Chunk c of example i is drawn from
+  fold_in(fold_in(key, i), c) in one call, so the estimate does not depend on batch_size. The named
+  likelihoods broadcast the image against its samples instead of copying it per sample, and
+  log q(z|x) is computed from the standard normal draws: the decoder's matmuls are most of the cost.
+  """
+  x = jnp.asarray(x)
+  _check_nonempty("x", x)
+  if num_samples <= 0 or chunk_size <= 0:
+    raise ValueError(f"num_samples and chunk_size must be positive, got {num_samples} and {chunk_size}")
+  chunk_size = min(chunk_size, num_samples)
+  fn = _iwae_batch(num_samples, chunk_size, likelihood)
+  return _map_batches(fn, (x,), batch_size=batch_size, args=(_as_pytree(encode), _as_pytree(decode_logits), key),
                       label=f"IWAE log-likelihood ({num_samples} samples)").astype(np.float64)
+
+
+@functools.lru_cache(maxsize=None)
+def _vae_terms_batch(likelihood: str | LogLikelihood):
+  log_px_given_z = _log_likelihood(likelihood)
+
+  @jax.jit
+  def batch_fn(encode, decode_logits, key, xb: jax.Array, indices: jax.Array) -> tuple[jax.Array, jax.Array]:
+    mean, logvar = encode(xb)
+    keys = _example_keys(key, indices)
+    z = jax.vmap(variational.reparameterize)(keys, mean, logvar)
+    return -log_px_given_z(decode_logits(z), xb), variational.kl_standard_normal(mean, logvar)
+  return batch_fn
 
 
 def vae_terms(
@@ -467,15 +501,8 @@ def vae_terms(
   """
   x = jnp.asarray(x)
   _check_nonempty("x", x)
-  log_px_given_z = _log_likelihood(likelihood)
-
-  def batch_fn(xb: jax.Array, indices: jax.Array) -> tuple[jax.Array, jax.Array]:
-    mean, logvar = encode(xb)
-    keys = _example_keys(key, indices)
-    z = jax.vmap(variational.reparameterize)(keys, mean, logvar)
-    return -log_px_given_z(decode_logits(z), xb), variational.kl_standard_normal(mean, logvar)
-
-  rec, kl = _map_batches(batch_fn, (x,), batch_size=batch_size, label="ELBO terms")
+  rec, kl = _map_batches(_vae_terms_batch(likelihood), (x,), batch_size=batch_size,
+                         args=(_as_pytree(encode), _as_pytree(decode_logits), key), label="ELBO terms")
   rec, kl = rec.astype(np.float64), kl.astype(np.float64)
   return {
       "negative_elbo": float((rec + kl).mean()),

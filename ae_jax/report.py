@@ -50,30 +50,42 @@ _GROUPS: tuple[tuple[str, Callable[[str], bool]], ...] = (
 )
 
 
+@functools.lru_cache(maxsize=32)
+def _methods(model: nn.Module, variational: bool) -> dict[str, Callable[..., Any]]:
+  """`fn(params, x)` for each of the model's uses, jitted once per model (not per trained params)."""
+
+  def posterior(params, x):
+    return model.apply({"params": params}, x, method="encode")
+
+  def code(params, x):  # The deterministic code: the encoder output, the posterior mean for a VAE.
+    out = posterior(params, x)
+    return out[0] if variational else out
+
+  def decode_logits(params, z):
+    return model.apply({"params": params}, z, method="decode")
+
+  def reconstruct(params, x):  # sigmoid(decode(code(x))) in [0, 1]: the decoder's mean for every kind.
+    return jax.nn.sigmoid(decode_logits(params, code(params, x)))
+
+  return {fn.__name__: jax.jit(fn) for fn in (posterior, code, decode_logits, reconstruct)}
+
+
 class _Apply:
-  """The model's encode and decode, jitted once each, as the callables `evaluation` expects."""
+  """The model's encode and decode as the callables `evaluation` expects.
+
+  Each is a `jax.tree_util.Partial` of a function jitted once per model, with the params as its
+  pytree leaves: passed into evaluation's jitted functions they are arguments, not constants, so the
+  members of a sweep (same model, other params) share every compiled evaluation program.
+  """
 
   def __init__(self, model: nn.Module, params: Any, *, variational: bool):
     # On the host, so calls run on one device: params replicated over a mesh would repeat the work.
-    self.params = jax.device_get(params)
-    self.variational = variational
-    self._encode = jax.jit(functools.partial(model.apply, method="encode"))
-    self._decode = jax.jit(functools.partial(model.apply, method="decode"))
-
-  def posterior(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return self._encode({"params": self.params}, x)
-
-  def code(self, x: jax.Array) -> jax.Array:
-    """The deterministic code: the encoder output, the posterior mean for a VAE."""
-    out = self._encode({"params": self.params}, x)
-    return out[0] if self.variational else out
-
-  def decode_logits(self, z: jax.Array) -> jax.Array:
-    return self._decode({"params": self.params}, z)
-
-  def reconstruct(self, x: jax.Array) -> jax.Array:
-    """sigmoid(decode(code(x))) in [0, 1]: the decoder's mean for every reconstruction kind."""
-    return jax.nn.sigmoid(self.decode_logits(self.code(x)))
+    params = jax.device_get(params)
+    methods = _methods(model, variational)
+    self.posterior = jax.tree_util.Partial(methods["posterior"], params)
+    self.code = jax.tree_util.Partial(methods["code"], params)
+    self.decode_logits = jax.tree_util.Partial(methods["decode_logits"], params)
+    self.reconstruct = jax.tree_util.Partial(methods["reconstruct"], params)
 
 
 def _in_batches(fn: Callable[[jax.Array], jax.Array], x: np.ndarray, *, batch_size: int = BATCH_SIZE
