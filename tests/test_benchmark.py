@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "benchmark.py")
 CASE_KEYS = {"family": str, "batch_size": int, "model": str, "examples_per_s": float, "steps_per_s": float,
              "peak_fraction": float, "bound_examples_per_s": float, "macs_per_example": int,
-             "matmul_gflops": float, "peak_memory_bytes": int}
+             "matmul_gflops": float}
 
 
 def _check_case(row):
@@ -65,9 +65,11 @@ def test_main_prints_json_lines_and_writes_them_to_out(tmp_path, capsys):
     benchmark.main(argv)
   lines = capsys.readouterr().out.splitlines()
   assert lines == open(tmp_path / "bench.jsonl").read().splitlines()
-  device, vae = map(json.loads, lines)
+  device, vae, plain = map(json.loads, lines)
   assert device["backend"] == "cpu"
   _check_case(vae)
+  assert plain["loop"] == "plain" and plain["macs_per_example"] == vae["macs_per_example"]
+  assert vae["vs_plain"] > 0 and "vs_plain" not in plain  # ae_jax's loop against the hand-written one.
   assert (vae["family"], vae["batch_size"]) == ("vae", 16)
   assert vae["model"] == "mlp 784-400(relu)-20(gaussian)"
   assert vae["macs_per_example"] == 784 * 400 + 2 * 400 * 20 + 20 * 400 + 400 * 784
