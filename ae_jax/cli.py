@@ -205,3 +205,15 @@ def exit_for_sweep(out: dict[str, Any]) -> None:
     print(f"error: {len(failed)} member(s) failed ({', '.join(failed[:4])}); see the log above, then run the "
           "same command again to retry them", file=sys.stderr)
     sys.exit(1)
+
+
+def use_compilation_cache() -> None:
+  """Keeps compiled XLA programs on disk (~/.cache/ae_jax/xla): a rerun, a resumed run or the next
+  member compiles nothing it compiled before. JAX_COMPILATION_CACHE_DIR moves it;
+  JAX_ENABLE_COMPILATION_CACHE=false turns it off."""
+  import jax  # pylint: disable=g-import-not-at-top  # After the flags are checked: JAX is slow to import.
+
+  if jax.config.jax_compilation_cache_dir is None:
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ae_jax", "xla")
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)

@@ -175,6 +175,7 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f"unexpected arguments {argv[1:]}; flags look like --num_steps=500")
   with cli.clear_errors():
+    cli.use_compilation_cache()
     out = compare(dataset=flags.FLAGS.dataset, num_steps=flags.FLAGS.num_steps, workdir=flags.FLAGS.workdir)
   print(out["markdown"])
   paths = out["paths"]

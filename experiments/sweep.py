@@ -57,6 +57,7 @@ def main(argv):
   workdir = flags.FLAGS.workdir or os.path.join("runs", f"sweep_{config.family}")
   with cli.clear_errors():
     members = members_from_flags()
+    cli.use_compilation_cache()
     from ae_jax import sweep  # pylint: disable=g-import-not-at-top  # Loads JAX: after the flags are checked.
     out = sweep.run(config, members, workdir, select=flags.FLAGS.select, overwrite=flags.FLAGS.overwrite)
   print(out["text"])

@@ -28,6 +28,7 @@ def main(argv):
   workdir = flags.FLAGS.workdir or os.path.join("runs", str(config.family))
   with cli.clear_errors():
     config_lib.validate(config)  # Before importing the trainer (and TensorFlow, via clu): bad flags fail fast.
+    cli.use_compilation_cache()
     from ae_jax import train  # pylint: disable=g-import-not-at-top
     result = train.train_and_evaluate(config, workdir)
   cli.report(result, workdir)
