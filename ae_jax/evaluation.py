@@ -405,7 +405,7 @@ def iwae_log_likelihood(
       eps = jax.vmap(jax.vmap(lambda kk: jax.random.normal(kk, (k,), mean.dtype)))(keys)  # (C, B, k)
       z = mean + jnp.exp(0.5 * logvar) * eps
       log_px = log_px_given_z(decode_logits(z.reshape(chunk_size * b, k)), x_rep).reshape(chunk_size, b)
-      log_w = log_px + variational.gaussian_log_prob(z) - variational.gaussian_log_prob(z, mean, logvar)
+      log_w = variational.log_importance_weights(log_px, z, mean, logvar)
       log_w = jnp.where((sample_ids < num_samples)[:, None], log_w, -jnp.inf)
       return jnp.logaddexp(log_total, jax.nn.logsumexp(log_w, axis=0)), None
 
