@@ -174,3 +174,15 @@ def test_resolve_steps_from_epochs():
   assert config_lib.resolve_steps(config, 1000) == 93
   resolved = config_lib.resolved(config, 1000)
   assert resolved.num_steps == 93 and resolved.num_epochs == 3 and config.num_steps == 7
+
+
+def test_piecewise_scales_are_hyperparameters_and_boundaries_structure():
+  a = _config(lr_schedule="piecewise", boundaries=(10, 40), scales=(0.5, 0.1))
+  b = _config(lr_schedule="piecewise", boundaries=(10, 40), scales=(0.2, 0.3), eps=1e-4, warmup_steps=5.0)
+  assert hparams.structure_key(a) == hparams.structure_key(b)  # One program for both.
+  assert hparams.from_config(b)["scales/1"] == pytest.approx(0.3) and "scales/0" not in hparams.from_config(
+      _config())
+  c = _config(lr_schedule="piecewise", boundaries=(10, 50), scales=(0.5, 0.1))
+  assert hparams.structure_key(a) != hparams.structure_key(c)
+  stacked = hparams.stack([hparams.from_config(a), hparams.from_config(b)])
+  np.testing.assert_allclose(stacked["scales/0"], [0.5, 0.2])
