@@ -17,9 +17,10 @@ from ae_jax import config as config_lib
 
 CONFIG_FILE = "run_config.json"
 # Keys that may change between the runs that share a workdir: they do not change the trajectory.
-RESUMABLE_KEYS = frozenset({"num_steps", "log_every", "eval_every", "checkpoint_every", "num_pictures",
-                            "iwae_samples", "overwrite", "data_dir", "data_placement",
-                            "member_vectorize"})
+# num_steps and num_epochs are not, under lr_schedule=warmup_cosine: its cosine ends at the last step.
+RESUMABLE_KEYS = frozenset({"num_steps", "num_epochs", "log_every", "eval_every", "checkpoint_every",
+                            "num_pictures", "iwae_samples", "overwrite", "data_dir", "data_placement",
+                            "member_vectorize", "probe_examples", "probe_max_iter"})
 
 
 class Checkpointer:
@@ -79,7 +80,11 @@ def prepare_workdir(workdir: str, config) -> None:
 
 def comparable(values: dict[str, Any]) -> dict[str, Any]:
   """The keys that decide a run's trajectory, through JSON (tuples become lists, as in a stored config)."""
-  return {k: v for k, v in json.loads(json.dumps(values, default=str)).items() if k not in RESUMABLE_KEYS}
+  keep = ()
+  if values.get("lr_schedule") == "warmup_cosine":  # The length as asked: epochs, or steps without them.
+    keep = ("num_epochs",) if values.get("num_epochs") else ("num_steps",)
+  return {k: v for k, v in json.loads(json.dumps(values, default=str)).items()
+          if k not in RESUMABLE_KEYS or k in keep}
 
 
 def truncate_jsonl(path: str, step: int) -> None:

@@ -4,6 +4,7 @@ from ae_jax import activations
 from ae_jax import data
 from ae_jax import families
 from ae_jax import hparams
+from ae_jax import models
 from ae_jax import step
 from ae_jax.losses import corruption
 from ae_jax.losses import reconstruction
@@ -40,10 +41,16 @@ def validate(config) -> None:
   _choice(config, "data_placement", ("auto", "device", "stream"))
   _choice(config, "activation", activations.NAMES)
   _choice(config, "code_activation", activations.NAMES)
+  _choice(config, "kernel_init", models.KERNEL_INITS)
+  _choice(config, "init_output_bias", models.OUTPUT_BIASES)
   for key in ("batch_size", "num_steps", "latent_dim", "log_every", "eval_every", "checkpoint_every",
-              "iwae_samples"):
+              "iwae_samples", "probe_max_iter"):
     _positive(config, key)
   _positive(config, "learning_rate", float)
+  for key in ("num_epochs", "probe_examples"):
+    if config[key] < 0:
+      raise ConfigError(f"--config.{key}={config[key]} must be >= 0 (0 = {_ZERO_MEANS[key]})")
+  _check_optimizer(config)
   if not isinstance(config.seed, int):
     raise ConfigError(f"--config.seed={config.seed!r} must be an integer")
   widths = config.widths
@@ -92,13 +99,80 @@ def validate(config) -> None:
       raise ConfigError("--config.contractive_path=mlp needs --config.architecture=mlp; use 'auto'")
     if config.contractive_weight < 0:
       raise ConfigError(f"--config.contractive_weight={config.contractive_weight} must be >= 0")
-  if config.family == "vae" and config.beta < 0:
-    raise ConfigError(f"--config.beta={config.beta} must be >= 0")
+  if config.family == "vae":
+    if config.beta < 0:
+      raise ConfigError(f"--config.beta={config.beta} must be >= 0")
+    _choice(config, "vae_objective", families.VAE_OBJECTIVES)
+    _positive(config, "vae_samples")
+    if config.vae_objective == "iwae" and config.beta != 1:
+      raise ConfigError(f"--config.beta={config.beta}: the IWAE bound has no KL weight; set --config.beta=1.0 "
+                        "or --config.vae_objective=elbo")
   try:
     families.extra_terms(config.extra_terms)
     hparams.parse_extra_terms(config.extra_terms)
   except ValueError as e:
     raise ConfigError(f"--config.extra_terms: {e}") from None
+
+
+_ZERO_MEANS = {"num_epochs": "train num_steps", "probe_examples": "the whole training split"}
+
+
+def _check_optimizer(config) -> None:
+  """The optimizer's numbers and the learning-rate schedule's keys."""
+  _choice(config, "lr_schedule", step.LR_SCHEDULES)
+  for key in ("b1", "b2"):
+    if not 0 <= config[key] < 1:
+      raise ConfigError(f"--config.{key}={config[key]} must be in [0, 1)")
+  _positive(config, "eps", float)
+  for key in ("grad_clip", "weight_decay", "warmup_steps", "final_lr_fraction"):
+    if config[key] < 0:
+      raise ConfigError(f"--config.{key}={config[key]} must be >= 0" + (" (0 = no clipping)" if key == "grad_clip"
+                                                                          else ""))
+  schedule = config.lr_schedule
+  if schedule == "warmup_cosine" and config.final_lr_fraction > 1:
+    raise ConfigError(f"--config.final_lr_fraction={config.final_lr_fraction} must be in [0, 1]")
+  if schedule == "exponential":
+    if config.decay_rate <= 0:
+      raise ConfigError(f"--config.decay_rate={config.decay_rate} must be positive (0.1: a tenth per decay_steps)")
+    if config.decay_steps <= 0:
+      raise ConfigError(f"--config.decay_steps={config.decay_steps} must be positive")
+  boundaries, scales = config.boundaries, config.scales
+  if not isinstance(boundaries, (tuple, list)) or not all(
+      isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in boundaries) or list(boundaries) != sorted(
+          set(boundaries)):
+    raise ConfigError(f"--config.boundaries={boundaries!r} must be increasing positive step numbers, e.g. "
+                      "'(2000, 4000)'")
+  if not isinstance(scales, (tuple, list)) or not all(
+      isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in scales):
+    raise ConfigError(f"--config.scales={scales!r} must be non-negative numbers, e.g. '(0.1, 0.1)'")
+  if schedule == "piecewise" and (not boundaries or len(scales) != len(boundaries)):
+    raise ConfigError(f"--config.lr_schedule=piecewise needs one scale per boundary: got {len(boundaries)} "
+                      f"boundaries and {len(scales)} scales, e.g. --config.boundaries='(2000, 4000)' "
+                      "--config.scales='(0.1, 0.1)'")
+
+
+def resolve_steps(config, num_train: int) -> int:
+  """The number of steps a run trains: num_steps, or num_epochs * (num_train // batch_size) if num_epochs.
+
+  The one place epochs become steps; it needs the data set's size, so it runs after loading the data.
+  """
+  if not config.num_epochs:
+    return config.num_steps
+  return config.num_epochs * steps_per_epoch(config, num_train)
+
+
+def steps_per_epoch(config, num_train: int) -> int:
+  """Full batches per pass over the training split (at least 1; a batch larger than the split fails
+  elsewhere with its own message)."""
+  return max(1, num_train // config.batch_size)
+
+
+def resolved(config, num_train: int):
+  """A copy of `config` whose num_steps is `resolve_steps(config, num_train)` (num_epochs kept, as asked)."""
+  out = config.copy_and_resolve_references()
+  with out.unlocked():
+    out.num_steps = resolve_steps(config, num_train)
+  return out
 
 
 def check_finite(config) -> None:
@@ -111,10 +185,10 @@ def check_finite(config) -> None:
   import math  # pylint: disable=g-import-not-at-top
   import numbers  # pylint: disable=g-import-not-at-top
 
-  float_keys = ("learning_rate", "sparsity_weight", "rho", "auxk_weight", "noise_level", "contractive_weight",
-                "beta")
+  float_keys = hparams.FLOAT_KEYS
   int_keys = ("batch_size", "num_steps", "latent_dim", "log_every", "eval_every", "checkpoint_every",
-              "iwae_samples", "num_pictures", "topk", "auxk", "seed")
+              "iwae_samples", "num_pictures", "topk", "auxk", "seed", "num_epochs", "vae_samples",
+              "probe_examples", "probe_max_iter")
 
   def is_float(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)

@@ -54,10 +54,13 @@ def load(name: str, *, data_dir: str = "", binarize: str = "none") -> Dataset:
   if binarize == "static":
     ds = dataclasses.replace(ds, train_images=_threshold(ds.train_images), test_images=_threshold(ds.test_images))
   elif binarize == "dynamic":
-    rng = np.random.default_rng(0)
-    test = (rng.random(ds.test_images.shape) < ds.test_images).astype(np.float32)
-    ds = dataclasses.replace(ds, test_images=test)
+    ds = dataclasses.replace(ds, test_images=bernoulli_sample(ds.test_images, seed=0))
   return ds
+
+
+def bernoulli_sample(images: np.ndarray, *, seed: int) -> np.ndarray:
+  """One binary draw of grey images in [0, 1] (pixel on with its intensity's probability), seeded."""
+  return (np.random.default_rng(seed).random(images.shape) < images).astype(np.float32)
 
 
 def _threshold(x: np.ndarray) -> np.ndarray:

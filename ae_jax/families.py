@@ -39,6 +39,7 @@ from ae_jax.losses import variational
 LossFn = Callable[[Any, dict[str, jax.Array], jax.Array, dict[str, jax.Array]],
                   tuple[jax.Array, dict[str, jax.Array]]]
 Term = Callable[["Forward"], jax.Array]
+VAE_OBJECTIVES = ("elbo", "iwae")  # config.vae_objective
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +113,7 @@ def sparse(setup: Setup, params, x, keys, hp):
     aux = sparsity.auxk_code(state["intermediates"]["encoder"]["pre_code"][0], dead, k=setup.config.auxk)
     penalty = jnp.where(dead.any(), _auxk_loss(setup, params, forward, aux), 0.0)
     weight = hp["auxk_weight"]
-    terms["dead_fraction"] = dead.mean()
+    terms["batch_dead_fraction"] = dead.mean()  # Not the test split's dead_fraction.
   else:
     raise ValueError(f"unknown sparsity {kind!r}; choose 'l1', 'kl' or 'topk'")
   terms["loss_" + ("auxk" if kind == "topk" else kind)] = penalty
@@ -157,15 +158,32 @@ def contractive_(setup: Setup, params, x, keys, hp):
 
 
 def vae(setup: Setup, params, x, keys, hp):
-  """The negative ELBO with a beta on the KL: a reparameterized sample from q(z|x) per example."""
+  """The negative ELBO with a beta on the KL, or the negative importance-weighted bound (IWAE).
+
+  config.vae_samples = k reparameterized samples from q(z|x) per example (one from the example's own
+  key when k = 1, else from fold_in(key, i)). "elbo": the mean over samples of -log p(x|z) plus beta
+  times the analytic KL. "iwae": -log (1/k) sum_i p(x, z_i) / q(z_i|x) (`variational.iwae_bound`),
+  with -reconstruction as log p(x|z) (exact for bernoulli and gaussian); its loss is the bound, not
+  loss_rec + loss_kl, which are still reported to compare with ELBO runs.
+  """
+  k = setup.config.vae_samples
   mean, logvar = setup.apply(params, x, method="encode")
-  code = jax.vmap(variational.reparameterize)(keys, mean, logvar)
-  logits = setup.apply(params, code, method="decode")
-  rec = setup.reconstruction(logits, x)
+  sample_keys = keys[None] if k == 1 else jax.vmap(lambda i: _stream(keys, i))(jnp.arange(k))  # (k, B)
+  code = jax.vmap(lambda ks: jax.vmap(variational.reparameterize)(ks, mean, logvar))(sample_keys)  # (k, B, d)
+  logits = setup.apply(params, code.reshape(-1, code.shape[-1]), method="decode")
+  x_rep = jnp.broadcast_to(x[None], (k, *x.shape)).reshape(-1, *x.shape[1:])
+  rec = setup.reconstruction(logits, x_rep).reshape(k, x.shape[0])
   kl = variational.kl_standard_normal(mean, logvar)
-  forward = Forward(setup.model, params, x, x, code, logits, keys)
-  return (variational.negative_elbo(rec, kl, beta=hp["beta"]), {"loss_rec": rec.mean(), "loss_kl": kl.mean()},
-          forward)
+  forward = Forward(setup.model, params, x, x, code[0], logits.reshape(k, *x.shape)[0], keys)
+  terms = {"loss_rec": rec.mean(), "loss_kl": kl.mean()}
+  if setup.config.vae_objective == "iwae":
+    per_example = -variational.iwae_bound(variational.log_importance_weights(-rec, code, mean, logvar))
+  elif setup.config.vae_objective == "elbo":
+    per_example = variational.negative_elbo(rec.mean(axis=0), kl, beta=hp["beta"])
+  else:
+    raise ValueError(f"unknown vae_objective {setup.config.vae_objective!r}; choose one of "
+                     f"{', '.join(VAE_OBJECTIVES)}")
+  return per_example, terms, forward
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,7 +239,7 @@ def model_from_config(config, input_shape: Sequence[int]) -> nn.Module:
   return models.build(
       architecture=config.architecture, input_shape=input_shape, latent_dim=config.latent_dim,
       widths=tuple(config.widths), activation=config.activation, code_activation=config.code_activation,
-      variational=get(config.family).variational, topk=topk)
+      variational=get(config.family).variational, topk=topk, kernel_init=config.kernel_init)
 
 
 def resolve_term(path: str) -> Term:

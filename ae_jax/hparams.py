@@ -18,11 +18,16 @@ import numpy as np
 
 # Numbers inside the math, read from `hp` (never closed over) by the families and the optimizer.
 FLOAT_KEYS = ("learning_rate", "sparsity_weight", "rho", "auxk_weight", "noise_level", "contractive_weight",
-              "beta")
+              "beta", "b1", "b2", "eps", "grad_clip", "weight_decay", "warmup_steps", "final_lr_fraction",
+              "decay_rate", "decay_steps")
 # The seed: initialisation, data order and noise of a member all derive from it.
 INT_KEYS = ("seed",)
 KEYS = FLOAT_KEYS + INT_KEYS
 EXTRA_PREFIX = "weight/"  # hp["weight/<term>"]: the weight of an extra user term.
+# hp["scales/<i>"]: the piecewise learning-rate schedule's factor from boundaries[i] on (its number of
+# factors, len(boundaries), is structure; the factors are data).
+SCALE_PREFIX = "scales/"
+VECTOR_KEYS = ("scales",)  # Config tuples whose entries are hyperparameters, one hp key per entry.
 
 HParams = dict[str, Any]
 
@@ -50,9 +55,13 @@ def extra_terms_structure(spec: str) -> str:
 
 
 def from_config(config: Mapping[str, Any]) -> HParams:
-  """The hyperparameters of one run as Python numbers: `KEYS` plus one weight per extra term."""
+  """The hyperparameters of one run as Python numbers: `KEYS`, one weight per extra term, and the
+  piecewise schedule's scales (only under that schedule)."""
   hp = {k: float(config[k]) for k in FLOAT_KEYS}
   hp["seed"] = int(config["seed"])
+  if config["lr_schedule"] == "piecewise":
+    for i, scale in enumerate(config["scales"]):
+      hp[f"{SCALE_PREFIX}{i}"] = float(scale)
   for name, _, weight in parse_extra_terms(config["extra_terms"]):
     hp[EXTRA_PREFIX + name] = weight
   return hp
@@ -72,6 +81,6 @@ def structure_key(config: Mapping[str, Any]) -> str:
   """A string equal for two configs exactly when they can train in one program: every key but the
   hyperparameters (and `overwrite`) is shared by the members of a program, step counts included."""
   values = json.loads(json.dumps(dict(config), default=str))  # Tuples become lists, as in stored configs.
-  out = {k: v for k, v in values.items() if k not in KEYS and k != "overwrite"}
+  out = {k: v for k, v in values.items() if k not in KEYS + VECTOR_KEYS and k != "overwrite"}
   out["extra_terms"] = extra_terms_structure(config["extra_terms"])
   return json.dumps(out, sort_keys=True)

@@ -18,8 +18,24 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jax.typing import ArrayLike
+import numpy as np
+
 from ae_jax import activations
 from ae_jax.losses import sparsity
+
+# Kernel initialisers by name: lecun_normal is flax's default; glorot_uniform is the IWAE paper's
+# (Glorot & Bengio 2010); he_* (Kaiming) suit ReLU nets.
+KERNEL_INITS = {
+    "lecun_normal": nn.initializers.lecun_normal(),
+    "lecun_uniform": nn.initializers.lecun_uniform(),
+    "glorot_uniform": nn.initializers.glorot_uniform(),
+    "glorot_normal": nn.initializers.glorot_normal(),
+    "he_normal": nn.initializers.he_normal(),
+    "he_uniform": nn.initializers.he_uniform(),
+}
+OUTPUT_BIASES = ("zero", "data_mean")  # config.init_output_bias
+OUTPUT_BIAS_CLIP = 1e-3  # data_mean: pixel means are clipped to [1e-3, 1 - 1e-3] before the logit.
 
 
 class MLPEncoder(nn.Module):
@@ -30,14 +46,16 @@ class MLPEncoder(nn.Module):
   activation: str = "relu"
   code_activation: str = "linear"
   topk: int = 0
+  kernel_init: str = "lecun_normal"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     h = x.reshape(x.shape[0], -1)
     act = activations.get(self.activation)
+    init = kernel_initializer(self.kernel_init)
     for i, width in enumerate(self.widths):
-      h = act(nn.Dense(width, name=f"hidden_{i}")(h))
-    return _code(self, nn.Dense(self.latent_dim, name="code")(h))
+      h = act(nn.Dense(width, kernel_init=init, name=f"hidden_{i}")(h))
+    return _code(self, nn.Dense(self.latent_dim, kernel_init=init, name="code")(h))
 
 
 def _code(module: nn.Module, pre: jax.Array) -> jax.Array:
@@ -56,14 +74,16 @@ class MLPDecoder(nn.Module):
   widths: Sequence[int]
   output_shape: Sequence[int]
   activation: str = "relu"
+  kernel_init: str = "lecun_normal"
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
     act = activations.get(self.activation)
+    init = kernel_initializer(self.kernel_init)
     h = z
     for i, width in enumerate(self.widths):
-      h = act(nn.Dense(width, name=f"hidden_{i}")(h))
-    out = nn.Dense(math.prod(self.output_shape), name="logits")(h)
+      h = act(nn.Dense(width, kernel_init=init, name=f"hidden_{i}")(h))
+    out = nn.Dense(math.prod(self.output_shape), kernel_init=init, name="logits")(h)
     return out.reshape(z.shape[0], *self.output_shape)
 
 
@@ -75,15 +95,17 @@ class ConvEncoder(nn.Module):
   activation: str = "relu"
   code_activation: str = "linear"
   topk: int = 0
+  kernel_init: str = "lecun_normal"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     act = activations.get(self.activation)
+    init = kernel_initializer(self.kernel_init)
     h = x
     for i, feat in enumerate(self.features):
-      h = act(nn.Conv(feat, (3, 3), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
+      h = act(nn.Conv(feat, (3, 3), strides=(2, 2), padding="SAME", kernel_init=init, name=f"conv_{i}")(h))
     h = h.reshape(h.shape[0], -1)
-    return _code(self, nn.Dense(self.latent_dim, name="code")(h))
+    return _code(self, nn.Dense(self.latent_dim, kernel_init=init, name="code")(h))
 
 
 class ConvDecoder(nn.Module):
@@ -92,17 +114,21 @@ class ConvDecoder(nn.Module):
   features: Sequence[int]
   output_shape: Sequence[int]
   activation: str = "relu"
+  kernel_init: str = "lecun_normal"
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
     height, width, channels = self.output_shape
     scale = 2 ** len(self.features)
     act = activations.get(self.activation)
-    h = act(nn.Dense((height // scale) * (width // scale) * self.features[-1], name="project")(z))
+    init = kernel_initializer(self.kernel_init)
+    h = act(nn.Dense((height // scale) * (width // scale) * self.features[-1], kernel_init=init,
+                     name="project")(z))
     h = h.reshape(z.shape[0], height // scale, width // scale, self.features[-1])
     for i, feat in enumerate(reversed(self.features)):
-      h = act(nn.ConvTranspose(feat, (3, 3), strides=(2, 2), padding="SAME", name=f"deconv_{i}")(h))
-    return nn.Conv(channels, (3, 3), padding="SAME", name="logits")(h)
+      h = act(nn.ConvTranspose(feat, (3, 3), strides=(2, 2), padding="SAME", kernel_init=init,
+                               name=f"deconv_{i}")(h))
+    return nn.Conv(channels, (3, 3), padding="SAME", kernel_init=init, name="logits")(h)
 
 
 class GaussianEncoder(nn.Module):
@@ -110,11 +136,14 @@ class GaussianEncoder(nn.Module):
 
   trunk: nn.Module
   latent_dim: int
+  kernel_init: str = "lecun_normal"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     h = self.trunk(x)
-    return nn.Dense(self.latent_dim, name="mean")(h), nn.Dense(self.latent_dim, name="logvar")(h)
+    init = kernel_initializer(self.kernel_init)
+    return (nn.Dense(self.latent_dim, kernel_init=init, name="mean")(h),
+            nn.Dense(self.latent_dim, kernel_init=init, name="logvar")(h))
 
 
 class Autoencoder(nn.Module):
@@ -161,14 +190,17 @@ def build(
     code_activation: str = "linear",
     variational: bool = False,
     topk: int = 0,
+    kernel_init: str = "lecun_normal",
 ) -> nn.Module:
   """Builds an `Autoencoder` (or a `VAE` if `variational`) for examples of `input_shape`.
 
   `widths` are the encoder's hidden widths (MLP) or conv features (conv); the decoder mirrors them.
   `topk` > 0 keeps the k largest codes per example (TopK sparsity). Raises ValueError for shapes the
-  architecture cannot handle.
+  architecture cannot handle, and for unknown names. `kernel_init` names every layer's kernel
+  initialiser (`KERNEL_INITS`); biases start at zero (`init` can set the decoder's output bias).
   """
   activations.get(activation), activations.get(code_activation)  # Fail early on bad names.
+  kernel_initializer(kernel_init)
   if latent_dim <= 0:
     raise ValueError(f"latent_dim must be positive, got {latent_dim}")
   if not 0 <= topk <= latent_dim:
@@ -177,25 +209,25 @@ def build(
     raise ValueError(f"widths must all be positive, got {list(widths)}")
   input_shape = tuple(input_shape)
   if architecture == "mlp":
-    trunk_cls, dec = MLPEncoder, MLPDecoder(tuple(reversed(widths)), input_shape, activation)
+    trunk_cls, dec = MLPEncoder, MLPDecoder(tuple(reversed(widths)), input_shape, activation, kernel_init)
   elif architecture == "conv":
     scale = 2 ** len(widths)
     if len(input_shape) != 3 or input_shape[0] % scale or input_shape[1] % scale or not widths:
       raise ValueError(
           f"conv models need (H, W, C) inputs with H and W divisible by 2**len(widths)={scale}; "
           f"got {input_shape} with widths {list(widths)}. Use architecture='mlp' or fewer widths.")
-    trunk_cls, dec = ConvEncoder, ConvDecoder(tuple(widths), input_shape, activation)
+    trunk_cls, dec = ConvEncoder, ConvDecoder(tuple(widths), input_shape, activation, kernel_init)
   else:
     raise ValueError(f"unknown architecture {architecture!r}; choose 'mlp' or 'conv'")
   if variational:
     # The trunk's last layer is a hidden feature layer; the Gaussian heads make the code.
     *hidden, last = widths if architecture == "mlp" else (*widths, widths[-1])
     if architecture == "mlp":
-      trunk = MLPEncoder(tuple(hidden), last, activation, code_activation=activation)
+      trunk = MLPEncoder(tuple(hidden), last, activation, code_activation=activation, kernel_init=kernel_init)
     else:
-      trunk = ConvEncoder(tuple(widths), last, activation, code_activation=activation)
-    return VAE(GaussianEncoder(trunk, latent_dim), dec)
-  return Autoencoder(trunk_cls(tuple(widths), latent_dim, activation, code_activation, topk), dec)
+      trunk = ConvEncoder(tuple(widths), last, activation, code_activation=activation, kernel_init=kernel_init)
+    return VAE(GaussianEncoder(trunk, latent_dim, kernel_init), dec)
+  return Autoencoder(trunk_cls(tuple(widths), latent_dim, activation, code_activation, topk, kernel_init), dec)
 
 
 def mlp_layers(encoder_params) -> list[tuple[jax.Array, jax.Array]]:
@@ -204,6 +236,35 @@ def mlp_layers(encoder_params) -> list[tuple[jax.Array, jax.Array]]:
   return [(encoder_params[k]["kernel"], encoder_params[k]["bias"]) for k in [*names, "code"]]
 
 
-def init(model: nn.Module, key: jax.Array, input_shape: Sequence[int]):
-  """Initial params for a batch of one example of `input_shape`."""
-  return model.init(key, jnp.zeros((1, *input_shape), jnp.float32))["params"]
+def init(model: nn.Module, key: jax.Array, input_shape: Sequence[int], *, output_bias: ArrayLike | None = None):
+  """Initial params for a batch of one example of `input_shape`.
+
+  `output_bias` (logits of `input_shape`, e.g. `data_mean_logits` of the training images) replaces the
+  decoder's zero output bias, so the untrained decoder draws the mean image (as the IWAE code does).
+  A conv decoder has one output bias per channel: it takes the mean of `output_bias` over H and W.
+  """
+  params = model.init(key, jnp.zeros((1, *input_shape), jnp.float32))["params"]
+  if output_bias is None:
+    return params
+  output_bias = jnp.asarray(output_bias, jnp.float32)
+  if output_bias.shape != tuple(input_shape):
+    raise ValueError(f"output_bias has shape {output_bias.shape}; it must have the examples' shape "
+                     f"{tuple(input_shape)}")
+  bias = params["decoder"]["logits"]["bias"]
+  new = (output_bias.reshape(bias.shape) if bias.size == output_bias.size
+         else output_bias.reshape(-1, bias.shape[-1]).mean(axis=0))
+  logits = {**params["decoder"]["logits"], "bias": new.astype(bias.dtype)}
+  return {**params, "decoder": {**params["decoder"], "logits": logits}}
+
+
+def data_mean_logits(images: ArrayLike, *, clip: float = OUTPUT_BIAS_CLIP) -> np.ndarray:
+  """logit(clip(mean image, clip, 1 - clip)): the output bias whose sigmoid is the mean training image."""
+  mean = np.clip(np.asarray(images, np.float64).mean(axis=0), clip, 1 - clip)
+  return np.log(mean / (1 - mean)).astype(np.float32)
+
+
+def kernel_initializer(name: str) -> nn.initializers.Initializer:
+  """The flax initialiser called `name` (one of `KERNEL_INITS`); ValueError naming the choices."""
+  if name not in KERNEL_INITS:
+    raise ValueError(f"unknown kernel_init {name!r}; choose one of {', '.join(KERNEL_INITS)}")
+  return KERNEL_INITS[name]

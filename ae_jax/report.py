@@ -24,8 +24,9 @@ from ae_jax import evaluation
 from ae_jax import families
 from ae_jax import pictures
 
-PROBE_MAX_ITER = 200  # lbfgs iterations: converged or close on digits codes, seconds on MNIST pixels.
-PROBE_MAX_TRAIN = 10_000  # Larger train sets are subsampled (fixed seed) for the probe only.
+PROBE_SUBSET_SEED = 0  # config.probe_examples > 0: the fixed random subset of the training split.
+PROBE_BINARIZE_SEED = 1  # binarize=dynamic: the one Bernoulli draw of the probe's training images.
+SPARSITY_METRICS = ("l0", "l0_threshold", "mean_activation", "mean_abs_activation", "dead_fraction")
 BATCH_SIZE = 512  # Examples per model call for codes, reconstructions, denoising and ELBO terms.
 MAX_BATCH_FLOATS = 2**23  # Jacobians and IWAE samples per call are capped at ~32 MB of float32.
 IWAE_CHUNK = 100  # IWAE samples drawn per scan step.
@@ -108,22 +109,39 @@ def _has_labels(ds: data.Dataset) -> bool:
               and np.unique(ds.train_labels).size >= 2)
 
 
-def probe_subset(num_train: int) -> np.ndarray:
-  """Indices of the train examples the probe fits on: all, or PROBE_MAX_TRAIN drawn with seed 0."""
-  if num_train <= PROBE_MAX_TRAIN:
+def probe_subset(num_train: int, num_examples: int = 0) -> np.ndarray:
+  """Indices of the train examples the probe fits on: all (num_examples 0 or >= num_train), else
+  `num_examples` of them drawn with a fixed seed (the same subset in every run)."""
+  if not num_examples or num_train <= num_examples:
     return np.arange(num_train)
-  return np.sort(np.random.default_rng(0).choice(num_train, PROBE_MAX_TRAIN, replace=False))
+  return np.sort(np.random.default_rng(PROBE_SUBSET_SEED).choice(num_train, num_examples, replace=False))
 
 
-def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
-  """`evaluation.linear_probe` with PROBE_MAX_ITER; the cap is deliberate, so its warning is muted.
+def probe_train_split(config, ds: data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+  """The training images and labels the probe fits on, preprocessed as the test split is.
+
+  Under binarize=dynamic the training images stay grey (the step resamples them) while the test
+  images were binarized once by `data.load`; the probe's training images are binarized once here
+  too (a fixed seed), so the probe is fitted and scored on inputs of the same kind.
+  """
+  subset = probe_subset(len(ds.train_images), config.probe_examples)
+  images = ds.train_images[subset]
+  if config.binarize == "dynamic":
+    images = data.bernoulli_sample(images, seed=PROBE_BINARIZE_SEED)
+  return images, ds.train_labels[subset]
+
+
+def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,
+          max_iter: int) -> float:
+  """`evaluation.linear_probe` with `max_iter` lbfgs iterations; a cap reached is deliberate (the
+  config asked for it), so its warning is muted.
 
   BLAS and OpenMP run single-threaded here: on small problems their threads cost 100x the work on a
-  busy machine (digits pixels: 4 s instead of 0.03 s), and a 10,000 x 784 fit still takes seconds.
+  busy machine (digits pixels: 4 s instead of 0.03 s).
   """
   with warnings.catch_warnings(), threadpoolctl.threadpool_limits(limits=1):
     warnings.simplefilter("ignore", sklearn_exceptions.ConvergenceWarning)
-    return evaluation.linear_probe(train_x, train_y, test_x, test_y, max_iter=PROBE_MAX_ITER)
+    return evaluation.linear_probe(train_x, train_y, test_x, test_y, max_iter=max_iter)
 
 
 def likelihood(config) -> str:
@@ -143,7 +161,8 @@ def l0_threshold(config) -> float:
 
 def evaluate_model(config, model: nn.Module, params: Any, ds: data.Dataset, key: jax.Array, *,
                    shared: dict[Any, Any] | None = None) -> dict[str, float]:
-  """Test-split metrics of a trained model, the same keys for every family (JSON-ready floats).
+  """Test-split metrics of a trained model, the same keys for every family where they apply (JSON-ready
+  floats).
 
   `shared` caches what does not depend on the model (the PCA baseline, the pixel probe) across the
   members of a sweep that evaluate on the same `ds`.
@@ -152,13 +171,15 @@ def evaluate_model(config, model: nn.Module, params: Any, ds: data.Dataset, key:
   - "pca_mse", "pca_sse": PCA with config.latent_dim components fitted on train (clamped to the
     pixel count), the linear baseline.
   - "probe_accuracy" (codes) and "probe_accuracy_pixels" (raw pixels): logistic regression fitted on
-    train, scored on test; codes are the encoder output (the posterior mean for a VAE). Fitted on at
-    most PROBE_MAX_TRAIN train examples (a fixed random subset, e.g. 10,000 of MNIST's 60,000) with
-    PROBE_MAX_ITER lbfgs steps, to keep it seconds. Omitted when labels are missing (-1).
+    train, scored on test; codes are the encoder output (the posterior mean for a VAE). Fitted on the
+    whole training split, or on config.probe_examples of it (a fixed random subset), with at most
+    config.probe_max_iter lbfgs steps, on training images preprocessed as the test images are
+    (`probe_train_split`). Omitted when labels are missing (-1).
   - "jacobian_frobenius_sq", "latent_sensitivity": how the code reacts to the input.
   - "l0", "l0_threshold", "mean_activation", "mean_abs_activation", "dead_fraction": code sparsity
     (a unit is on when |z| > `l0_threshold(config)`); the sparse family with KL sparsity adds its
-    target "rho".
+    target "rho". Not for variational families, whose codes (posterior means) are never exactly 0:
+    their L0 would read as "every unit on" beside few active units; "active_units" says it there.
   - "psnr_*": `evaluation.denoising_stats` (Gaussian 0.1/0.3/0.5, masking 10/25/40%).
   - VAE only: "negative_elbo", "elbo_reconstruction", "elbo_kl" (beta = 1), "log_likelihood" (mean
     IWAE estimate with config.iwae_samples samples) and "active_units", under `likelihood(config)`.
@@ -183,17 +204,19 @@ def evaluate_model(config, model: nn.Module, params: Any, ds: data.Dataset, key:
   metrics.update(pca_mse=pca["mse"], pca_sse=pca["sse"])
 
   if _has_labels(ds):
-    subset = probe_subset(len(train_x))
-    train_codes = _in_batches(apply.code, train_x[subset])
-    metrics["probe_accuracy"] = probe(train_codes, ds.train_labels[subset], test_codes, ds.test_labels)
-    if "probe_pixels" not in shared:
-      shared["probe_pixels"] = probe(train_x[subset], ds.train_labels[subset], test_x, ds.test_labels)
-    metrics["probe_accuracy_pixels"] = shared["probe_pixels"]
+    probe_x, probe_y = probe_train_split(config, ds)
+    fit = functools.partial(probe, max_iter=config.probe_max_iter)
+    metrics["probe_accuracy"] = fit(_in_batches(apply.code, probe_x), probe_y, test_codes, ds.test_labels)
+    pixels_key = ("probe_pixels", config.probe_examples, config.probe_max_iter, config.binarize)
+    if pixels_key not in shared:
+      shared[pixels_key] = fit(probe_x, probe_y, test_x, ds.test_labels)
+    metrics["probe_accuracy_pixels"] = shared[pixels_key]
 
   k = test_codes.reshape(len(test_codes), -1).shape[1]
   batch = max(1, min(BATCH_SIZE, MAX_BATCH_FLOATS // (k * d)))  # Its Jacobians hold batch * k * d floats.
   metrics.update(evaluation.jacobian_stats(apply.code, test_x, jacobian_key, batch_size=batch))
-  metrics.update(evaluation.sparsity_stats(test_codes, threshold=l0_threshold(config)))
+  if not vae:  # A VAE's codes are unbounded posterior means: L0 counts them all; active_units applies.
+    metrics.update(evaluation.sparsity_stats(test_codes, threshold=l0_threshold(config)))
   if config.family == "sparse" and config.sparsity == "kl":
     metrics["rho"] = float(config.rho)
   metrics.update(evaluation.denoising_stats(apply.reconstruct, test_x, denoising_key, batch_size=BATCH_SIZE))

@@ -25,12 +25,16 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 import optax
 
+from ae_jax import hparams
+
 SWEEP, DATA = "sweep", "data"
 Metrics = dict[str, jax.Array]
 HP = dict[str, jax.Array]
 MakeOptimizer = Callable[[HP], optax.GradientTransformation]
 StepFn = Callable[["TrainState", dict[str, jax.Array], HP, jax.Array], tuple["TrainState", Metrics]]
 OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("constant", "warmup_cosine", "exponential", "piecewise", "iwae")
+IWAE_STAGES = 8  # The IWAE schedule's stages i = 0..7.
 MEMBER_VECTORIZE = ("auto", "vmap", "loop")
 
 
@@ -54,17 +58,109 @@ def member_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(SWEEP))
 
 
-def make_optimizer(config) -> MakeOptimizer:
-  """`hp -> optax transformation`: the kind is structure, its numbers (learning rate) are data.
+def make_optimizer(config, *, steps_per_epoch: int | None = None) -> MakeOptimizer:
+  """`hp -> optax transformation`: the kinds (optimizer, schedule, piecewise boundaries) are structure,
+  their numbers (learning rate, Adam's b1, b2, eps, weight decay, clipping norm, schedule numbers) data.
 
   The optimizer's state does not depend on the numbers, so one `init` serves every member and a
-  traced learning rate never recompiles.
+  traced number never recompiles. `steps_per_epoch` (training examples // batch size) is needed by
+  the `iwae` schedule, whose stages are counted in epochs.
   """
-  kinds = {"adam": optax.adam, "adamw": optax.adamw, "sgd": functools.partial(optax.sgd, momentum=0.9)}
-  if config.optimizer not in kinds:
+  if config.optimizer not in OPTIMIZERS:
     raise ValueError(f"unknown optimizer {config.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-  kind = kinds[config.optimizer]
-  return lambda hp: kind(hp["learning_rate"])
+  if config.lr_schedule not in LR_SCHEDULES:
+    raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+  if config.lr_schedule == "iwae" and not steps_per_epoch:
+    raise ValueError("lr_schedule='iwae' counts epochs: pass steps_per_epoch to make_optimizer")
+  kind, schedule = config.optimizer, config.lr_schedule
+  boundaries, total_steps = tuple(config.boundaries), config.num_steps
+
+  def make(hp):
+    lr = learning_rate_schedule(schedule, hp, total_steps=total_steps, boundaries=boundaries,
+                                steps_per_epoch=steps_per_epoch)
+    if kind == "adam":
+      opt = optax.adam(lr, b1=hp["b1"], b2=hp["b2"], eps=hp["eps"])
+    elif kind == "adamw":
+      opt = optax.adamw(lr, b1=hp["b1"], b2=hp["b2"], eps=hp["eps"], weight_decay=hp["weight_decay"])
+    else:
+      opt = optax.sgd(lr, momentum=0.9)
+    return clip_by_global_norm(opt, hp["grad_clip"])
+
+  return make
+
+
+def learning_rate_schedule(kind: str, hp: HP, *, total_steps: int, boundaries: tuple[int, ...] = (),
+                           steps_per_epoch: int | None = None):
+  """The learning rate of `kind` from the numbers in `hp`: a scalar (constant) or `count -> lr`.
+
+  Written as small pure functions rather than optax's schedule constructors, which compare their
+  numbers with Python `if`s (and so refuse traced hyperparameters); the tests check each against
+  optax's own schedule on plain numbers. `constant` stays a scalar, so its optimizer state is the
+  one a constant learning rate always had (older checkpoints restore).
+
+  - warmup_cosine: linear from 0 to lr over `warmup_steps`, then a cosine to lr * final_lr_fraction
+    at `total_steps` (optax.warmup_cosine_decay_schedule with decay_steps = total_steps).
+  - exponential: lr * decay_rate ** (count / decay_steps) (optax.exponential_decay, not staircase).
+  - piecewise: lr times the product of scales[i] over the boundaries[i] <= count
+    (optax.piecewise_constant_schedule).
+  - iwae: lr * 10 ** (-i / 7) during the 3 ** i epochs of stage i = 0..7 (Burda et al. 2015), then
+    stage 7 on.
+  """
+  lr = hp["learning_rate"]
+  if kind == "constant":
+    return lr
+  if kind == "warmup_cosine":
+    return functools.partial(warmup_cosine, lr=lr, warmup_steps=hp["warmup_steps"], total_steps=total_steps,
+                             final_fraction=hp["final_lr_fraction"])
+  if kind == "exponential":
+    return lambda count: lr * hp["decay_rate"] ** (count / hp["decay_steps"])
+  if kind == "piecewise":
+    scales = [hp[f"{hparams.SCALE_PREFIX}{i}"] for i in range(len(boundaries))]
+    return functools.partial(piecewise, lr=lr, boundaries=boundaries, scales=scales)
+  if kind == "iwae":
+    return functools.partial(iwae, lr=lr, steps_per_epoch=steps_per_epoch)
+  raise ValueError(f"unknown lr_schedule {kind!r}; choose one of {', '.join(LR_SCHEDULES)}")
+
+
+def warmup_cosine(count, *, lr, warmup_steps, total_steps, final_fraction):
+  count = jnp.asarray(count, jnp.float32)
+  warm = lr * count / jnp.maximum(warmup_steps, 1.0)
+  progress = jnp.clip((count - warmup_steps) / jnp.maximum(total_steps - warmup_steps, 1.0), 0.0, 1.0)
+  cosine = lr * (final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress)))
+  return jnp.where(count < warmup_steps, warm, cosine)
+
+
+def piecewise(count, *, lr, boundaries, scales):
+  value = lr
+  for boundary, scale in zip(boundaries, scales):
+    value = jnp.where(count >= boundary, value * scale, value)
+  return value
+
+
+def iwae_boundaries(steps_per_epoch: int) -> tuple[int, ...]:
+  """The steps where the IWAE schedule's stages 1..7 start: after sum_{j<i} 3^j = (3^i - 1) / 2 epochs."""
+  return tuple((3**i - 1) // 2 * steps_per_epoch for i in range(1, IWAE_STAGES))
+
+
+def iwae(count, *, lr, steps_per_epoch):
+  stage = sum(jnp.where(count >= b, 1.0, 0.0) for b in iwae_boundaries(steps_per_epoch))
+  return lr * 10.0 ** (-stage / (IWAE_STAGES - 1))
+
+
+def clip_by_global_norm(opt: optax.GradientTransformation, max_norm) -> optax.GradientTransformation:
+  """`opt` applied to gradients rescaled to global norm <= max_norm (0: no clipping, a traced number).
+
+  Wraps `opt` rather than chaining optax.clip_by_global_norm, so the state is `opt`'s own whether
+  clipping is on or off (and checkpoints from before the option restore).
+  """
+
+  def update(grads, state, params=None):
+    norm = optax.tree.norm(grads)
+    scale = jnp.where((max_norm > 0) & (norm > max_norm), max_norm / jnp.maximum(norm, 1e-30), 1.0)
+    grads = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
+    return opt.update(grads, state, params)
+
+  return optax.GradientTransformation(opt.init, update)
 
 
 def run_keys(seed) -> tuple[jax.Array, jax.Array, jax.Array]:

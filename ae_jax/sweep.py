@@ -93,8 +93,9 @@ def _finished(workdir: str, config) -> dict[str, Any] | None:
   with open(config_path, encoding="utf-8") as f:
     if checkpoints.comparable(json.load(f)) != checkpoints.comparable(config.to_dict()):
       return None
-  if status["status"] == "done" and status["step"] != config.num_steps:
-    return None  # num_steps was raised: train on.
+  if status["status"] == "done" and (status.get("num_epochs", 0) != config.num_epochs if config.num_epochs
+                                     else status["step"] != config.num_steps):
+    return None  # num_steps (or num_epochs: the data set and batch size are the same) was raised: train on.
   result = {"status": status["status"], "message": status.get("message", ""), "step": status["step"],
             "diverged_at": status.get("diverged_at"),
             "eval": {}, "train": {}, "test": {}}

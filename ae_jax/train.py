@@ -102,6 +102,8 @@ def train_members(members: list[Member], ds: data.Dataset, *, devices=None) -> l
   "history", "paths", "params", "step"}. Members resume from their own newest checkpoints; members
   found at different steps train as separate programs.
   """
+  # Epochs become steps here, once the data set's size is known (num_steps of every member's config).
+  members = [Member(config_lib.resolved(m.config, len(ds.train_images)), m.workdir) for m in members]
   config = members[0].config
   keys = {hparams.structure_key(m.config) for m in members}
   if len(keys) > 1:
@@ -125,8 +127,10 @@ def train_members(members: list[Member], ds: data.Dataset, *, devices=None) -> l
   for m in members:
     checkpoints.prepare_workdir(m.workdir, m.config)
 
-  make_opt = step_lib.make_optimizer(config)
-  init = step_lib.make_init(lambda key: models.init(model, key, ds.example_shape), make_opt, mesh)
+  make_opt = make_optimizer(config, ds)
+  bias = models.data_mean_logits(ds.train_images) if config.init_output_bias == "data_mean" else None
+  init = step_lib.make_init(lambda key: models.init(model, key, ds.example_shape, output_bias=bias), make_opt,
+                            mesh)
   fresh = jax.device_get(init(hparams.stack(hp_list)))
   states, checkpointers = [], []
   for i, m in enumerate(members):
@@ -157,6 +161,10 @@ def train_members(members: list[Member], ds: data.Dataset, *, devices=None) -> l
   return results
 
 
+def make_optimizer(config, ds: data.Dataset) -> step_lib.MakeOptimizer:
+  return step_lib.make_optimizer(config, steps_per_epoch=config_lib.steps_per_epoch(config, len(ds.train_images)))
+
+
 def _check_traces(loss_fn, model, ds: data.Dataset, hp) -> None:
   """Traces the loss on a batch of two (no compute): user terms of the wrong shape fail here."""
   params = jax.eval_shape(lambda: models.init(model, jax.random.key(0), ds.example_shape))
@@ -171,7 +179,7 @@ class _Program:
 
   def __init__(self, config, model, eval_loss, ds: data.Dataset, mesh):
     self.config, self.ds, self.mesh = config, ds, mesh
-    make_opt = step_lib.make_optimizer(config)
+    make_opt = make_optimizer(config, ds)
     vectorize = config.member_vectorize == "vmap" or (
         config.member_vectorize == "auto" and _vectorize_by_default(config))
     step_fn = step_lib.make_train_step(families.build(config, model, axis_name=step_lib.DATA), make_opt, mesh,
@@ -272,7 +280,7 @@ def _finish(member: Member, model, ds: data.Dataset, hp, out: dict[str, Any], sh
   """A member's end-of-run evaluation, pictures, eval.json and status.json (diverged: status only)."""
   workdir, config = member.workdir, member.config
   status = {"status": out["status"], "step": out["step"], "message": out["message"],
-            "diverged_at": out.get("diverged_at")}
+            "diverged_at": out.get("diverged_at"), "num_epochs": config.num_epochs}
   if out["status"] == "done":
     report_key = jax.random.fold_in(step_lib.run_keys(hp["seed"])[2], 1)  # eval_key drew the test losses' noise.
     out["eval"] = report.evaluate_model(config, model, out["params"], ds, report_key, shared=shared)

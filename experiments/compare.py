@@ -72,7 +72,8 @@ def table_rows(results: dict[str, dict[str, Any]], configs: dict[str, Any]) -> l
         family, _number(m["mse"], ".4f"), f"{_number(m['pca_mse'], '.4f')} ({k})",
         _number(m.get("probe_accuracy"), ".3f"), _number(m["psnr_gain/masking_0.25"], "+.2f"),
         _number(m["psnr_gain/gaussian_0.3"], "+.2f"), _number(m["jacobian_frobenius_sq"], ".3g"),
-        f"{_number(m['l0'], '.1f')} / {k} (>{m['l0_threshold']:g})", _number(m["dead_fraction"], ".2f"),
+        f"{_number(m['l0'], '.1f')} / {k} (>{m['l0_threshold']:g})" if "l0" in m else NA,  # Not for the VAE.
+        _number(m.get("dead_fraction"), ".2f"),
         elbo, idea, use])
   return rows
 

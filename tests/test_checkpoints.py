@@ -62,3 +62,17 @@ def test_workdir_with_a_different_run_is_refused_unless_overwrite(tmp_path):
     train.train_and_evaluate(_config(20, latent_dim=3), str(tmp_path))
   result = train.train_and_evaluate(_config(20, latent_dim=3, overwrite=True), str(tmp_path))
   assert [row["step"] for row in result["history"]] == [10, 20]  # Started afresh.
+
+
+def test_probe_settings_are_resumable_and_a_cosine_schedule_fixes_the_length():
+  from ae_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  config = family_config("undercomplete")
+  base = checkpoints.comparable(config.to_dict())
+  assert checkpoints.comparable({**config.to_dict(), "probe_examples": 10_000, "probe_max_iter": 5}) == base
+  assert checkpoints.comparable({**config.to_dict(), "num_steps": 99, "num_epochs": 3}) == base  # Train on.
+  cosine = {**config.to_dict(), "lr_schedule": "warmup_cosine"}
+  # The cosine ends at the last step: another length is another trajectory.
+  assert checkpoints.comparable(cosine) != checkpoints.comparable({**cosine, "num_steps": 99})
+  epochs = {**cosine, "num_epochs": 3}
+  assert checkpoints.comparable(epochs) != checkpoints.comparable({**epochs, "num_epochs": 4})
+  assert checkpoints.comparable(epochs) == checkpoints.comparable({**epochs, "num_steps": 99})  # Resolved there.

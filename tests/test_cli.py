@@ -16,6 +16,7 @@ from ae_jax import activations
 from ae_jax import config as config_lib
 from ae_jax import data
 from ae_jax import families
+from ae_jax import models
 from ae_jax import step as step_lib
 from ae_jax.losses import corruption
 from ae_jax.losses import reconstruction
@@ -82,10 +83,12 @@ def test_missing_config_file(tmp_path):
 
 # Every key validate() knows, by what makes a value invalid; choice keys with the family that reads them.
 FLOAT_KEYS = ("learning_rate", "sparsity_weight", "rho", "auxk_weight", "noise_level", "contractive_weight",
-              "beta")
+              "beta", "b1", "b2", "eps", "grad_clip", "weight_decay", "warmup_steps", "final_lr_fraction",
+              "decay_rate", "decay_steps")
 POSITIVE_INT_KEYS = ("batch_size", "num_steps", "latent_dim", "log_every", "eval_every", "checkpoint_every",
-                     "iwae_samples")
-NUMERIC_KEYS = FLOAT_KEYS + POSITIVE_INT_KEYS + ("num_pictures", "topk", "auxk", "seed")
+                     "iwae_samples", "probe_max_iter")
+NUMERIC_KEYS = FLOAT_KEYS + POSITIVE_INT_KEYS + ("num_pictures", "topk", "auxk", "seed", "num_epochs",
+                                                 "vae_samples", "probe_examples")
 CHOICE_KEYS = {
     "family": (families.NAMES, None),
     "architecture": (config_lib.ARCHITECTURES, None),
@@ -99,6 +102,10 @@ CHOICE_KEYS = {
     "sparsity": (config_lib.SPARSITY, "sparse"),
     "noise": (corruption.KINDS, "denoising"),
     "contractive_path": (config_lib.CONTRACTIVE_PATHS, "contractive"),
+    "lr_schedule": (step_lib.LR_SCHEDULES, None),
+    "kernel_init": (tuple(models.KERNEL_INITS), None),
+    "init_output_bias": (models.OUTPUT_BIASES, None),
+    "vae_objective": (families.VAE_OBJECTIVES, "vae"),
 }
 
 

@@ -27,8 +27,10 @@ def test_compare_writes_one_row_per_family(tmp_path, monkeypatch):
     metrics = {"mse": 0.01, "pca_mse": 0.02, "probe_accuracy": 0.9, "probe_accuracy_pixels": 0.95,
                "psnr_gain/masking_0.25": 2.0, "psnr_gain/gaussian_0.3": 1.0, "jacobian_frobenius_sq": 3.0,
                "l0": 4.0, "l0_threshold": 1e-3, "dead_fraction": 0.0}
-    if config.family == "vae":
-      metrics.update(negative_elbo=30.0, log_likelihood=-29.5)
+    if config.family == "vae":  # As report.evaluate_model: no sparsity rows for the VAE.
+      metrics.update(negative_elbo=30.0, log_likelihood=-29.5, active_units=3.0)
+      for key in ("l0", "l0_threshold", "dead_fraction"):
+        del metrics[key]
     if config.family == "contractive":
       return {"status": "diverged", "diverged_at": 3, "message": "loss became nan at step 3", "eval": {},
               "train": {}, "test": {}}
@@ -52,6 +54,8 @@ def test_compare_writes_one_row_per_family(tmp_path, monkeypatch):
   cells = {row.split(" | ")[0][2:]: row.split(" | ") for row in rows}
   assert cells["vae"][elbo] == "-30.0 / -29.5" and cells["undercomplete"][elbo] == compare.NA
   assert cells["contractive"][1] == compare.NA and "contractive: training failed" in md
+  l0 = compare.COLUMNS.index("L0 / k")
+  assert cells["vae"][l0] == cells["vae"][l0 + 1] == compare.NA and cells["undercomplete"][l0].startswith("4.0 / ")
   assert "training steps: undercomplete 20," in md and "raw pixels it scores 0.950" in md
   with Image.open(tmp_path / "comparison.png") as image:
     assert image.format == "PNG"

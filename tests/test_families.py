@@ -131,7 +131,7 @@ def test_topk_code_has_k_active_units_and_auxk_revives_dead_ones():
   code = model.apply({"params": params}, batch["image"], method="encode")
   assert np.all(np.sum(np.asarray(code) > 0, axis=1) <= 3)
   loss, terms = build(config, model)(params, batch, keys)
-  assert terms["dead_fraction"] > 0 and terms["loss_auxk"] > 0
+  assert terms["batch_dead_fraction"] > 0 and terms["loss_auxk"] > 0
   np.testing.assert_allclose(loss, terms["loss_rec"] + config.auxk_weight * terms["loss_auxk"], rtol=1e-6)
   # The AuxK gradient reaches the dead units' encoder weights, which the main loss never touches.
   dead = np.asarray(np.sum(np.asarray(code) > 0, axis=0) == 0)
@@ -144,7 +144,7 @@ def test_auxk_is_exactly_zero_without_dead_units():
   params = jax.tree.map(lambda p: p, params)
   params["encoder"]["code"]["bias"] = jnp.full(3, 100.0)  # ...and does, for every example.
   _, terms = build(config, model)(params, batch, keys)
-  assert terms["dead_fraction"] == 0 and terms["loss_auxk"] == 0
+  assert terms["batch_dead_fraction"] == 0 and terms["loss_auxk"] == 0
 
 
 def test_hyperparameters_are_data_one_compile_serves_every_value():
@@ -166,3 +166,80 @@ def test_user_term_of_the_wrong_shape_is_named_while_tracing():
   config, model, params, batch, keys = _setup("undercomplete", extra_terms="tests.test_families:wrong_shape")
   with pytest.raises(ValueError, match=r"extra term 'wrong_shape' must return one float per example, shape \(6,\)"):
     jax.eval_shape(build(config, model), params, batch, keys)
+
+
+def _vae_loss(objective, samples, **overrides):
+  config, model, params, batch, keys = _setup("vae", vae_objective=objective, vae_samples=samples, **overrides)
+  return config, model, params, batch, keys, jax.jit(build(config, model))
+
+
+def test_iwae_with_one_sample_is_the_elbo_of_that_sample():
+  *_, elbo_fn = _vae_loss("elbo", 1)
+  config, model, params, batch, keys, iwae_fn = _vae_loss("iwae", 1)
+  x = batch["image"]
+  mean, logvar = model.apply({"params": params}, x, method="encode")
+  z = jax.vmap(variational.reparameterize)(keys, mean, logvar)  # The sample the objectives draw.
+  rec = reconstruction.bernoulli(model.apply({"params": params}, z, method="decode"), x)
+  sampled_kl = variational.gaussian_log_prob(z, mean, logvar) - variational.gaussian_log_prob(z)
+  iwae, terms = iwae_fn(params, batch, keys)
+  np.testing.assert_allclose(iwae, (rec + sampled_kl).mean(), rtol=1e-6)  # Exactly, for the same sample.
+  elbo, elbo_terms = elbo_fn(params, batch, keys)
+  np.testing.assert_allclose(elbo, (rec + variational.kl_standard_normal(mean, logvar)).mean(), rtol=1e-6)
+  assert terms["loss_rec"] == elbo_terms["loss_rec"]  # The same sample's reconstruction...
+  # ...and the sampled KL is the analytic one in expectation: over many keys, IWAE(k=1) -> ELBO.
+  many = jax.random.split(jax.random.key(3), 400)
+  diffs = jax.vmap(lambda k: iwae_fn(params, batch, jax.random.split(k, 6))[0]
+                   - elbo_fn(params, batch, jax.random.split(k, 6))[0])(many)
+  assert abs(float(diffs.mean())) < 4 * float(diffs.std()) / np.sqrt(len(many)) + 1e-3
+
+
+def test_iwae_bound_does_not_decrease_with_k():
+  bounds = []
+  for k in (1, 5, 25):
+    _, _, params, batch, _, loss_fn = _vae_loss("iwae", k)
+    many = jax.random.split(jax.random.key(4), 200)
+    losses = jax.vmap(lambda key: loss_fn(params, batch, jax.random.split(key, 6))[0])(many)
+    bounds.append((float(-losses.mean()), float(losses.std()) / np.sqrt(len(many))))
+  (b1, _), (b5, se5), (b25, se25) = bounds
+  assert b1 < b5 < b25, bounds  # A fixed model: more samples, a tighter bound (in expectation).
+  assert b5 - b1 > 2 * se5 and b25 - b5 > 2 * se25, bounds
+
+
+def test_iwae_gradients_are_finite_and_differ_from_the_elbo():
+  _, _, params, batch, keys, iwae_fn = _vae_loss("iwae", 5)
+  *_, elbo_fn = _vae_loss("elbo", 5)
+  g_iwae = jax.grad(lambda p: iwae_fn(p, batch, keys)[0])(params)
+  g_elbo = jax.grad(lambda p: elbo_fn(p, batch, keys)[0])(params)
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(g_iwae))
+  assert not np.allclose(g_iwae["decoder"]["logits"]["kernel"], g_elbo["decoder"]["logits"]["kernel"])
+
+
+def test_k_sample_elbo_averages_the_samples():
+  config, model, params, batch, keys, loss_fn = _vae_loss("elbo", 3)
+  _, terms = loss_fn(params, batch, keys)
+  loss, _ = loss_fn(params, batch, keys)
+  mean, logvar = model.apply({"params": params}, batch["image"], method="encode")
+  np.testing.assert_allclose(loss, terms["loss_rec"] + variational.kl_standard_normal(mean, logvar).mean(),
+                             rtol=1e-6)
+  one = _vae_loss("elbo", 1)[-1](params, batch, keys)[1]["loss_rec"]
+  assert terms["loss_rec"] != one  # Three samples per example, not the one of k = 1.
+
+
+def test_iwae_bound_known_values():
+  # Equal weights: the bound is their common value; one dominant weight: log(w_max / k).
+  np.testing.assert_allclose(variational.iwae_bound(jnp.full((4, 2), -3.0)), [-3.0, -3.0], rtol=1e-6)
+  np.testing.assert_allclose(variational.iwae_bound(jnp.asarray([[0.0], [-1e4]])), [np.log(0.5)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("overrides,fragment", [
+    ({"vae_objective": "vlb"}, "--config.vae_objective='vlb' is not one of: elbo, iwae"),
+    ({"vae_samples": 0}, "--config.vae_samples=0 must be a positive int"),
+    ({"vae_objective": "iwae", "beta": 2.0}, "--config.beta=2.0: the IWAE bound has no KL weight"),
+])
+def test_bad_vae_options_fail_in_one_line(overrides, fragment):
+  from ae_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  config = family_config("vae")
+  config.update(overrides)
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.validate(config)
+  assert fragment in str(e.value) and "\n" not in str(e.value)

@@ -58,3 +58,69 @@ def test_build_errors(kwargs, match):
   args = {"architecture": "mlp", "input_shape": (8, 8, 1), "latent_dim": 4, "widths": (8,), **kwargs}
   with pytest.raises(ValueError, match=match):
     models.build(**args)
+
+
+def _kernels(params):
+  return {"/".join(str(k.key) for k in path): v for path, v in jax.tree_util.tree_leaves_with_path(params)
+          if path[-1].key == "kernel"}
+
+
+@pytest.mark.parametrize("architecture,widths", [("mlp", (32, 16)), ("conv", (4, 8))])
+@pytest.mark.parametrize("variational", [False, True])
+def test_kernel_init_by_name_reaches_every_layer(architecture, widths, variational):
+  def build(name):
+    model = models.build(architecture=architecture, input_shape=(8, 8, 1), latent_dim=6, widths=widths,
+                         variational=variational, kernel_init=name)
+    return _kernels(models.init(model, jax.random.key(0), (8, 8, 1)))
+  default, glorot = build("lecun_normal"), build("glorot_uniform")
+  assert default.keys() == glorot.keys()
+  for name, kernel in glorot.items():
+    # glorot_uniform: U(-a, a), a = sqrt(6 / (fan_in + fan_out)), fans times the receptive field for convs.
+    receptive = int(np.prod(kernel.shape[:-2]))
+    limit = np.sqrt(6 / (receptive * (kernel.shape[-2] + kernel.shape[-1])))
+    assert np.abs(kernel).max() <= limit + 1e-7, name
+    assert not np.allclose(kernel, default[name]), name  # Every layer took the named initialiser.
+
+
+def test_he_normal_has_the_he_scale():
+  model = models.build(architecture="mlp", input_shape=(400,), latent_dim=300, widths=(), kernel_init="he_normal")
+  kernel = np.asarray(models.init(model, jax.random.key(0), (400,))["encoder"]["code"]["kernel"])
+  assert kernel.std() == pytest.approx(np.sqrt(2 / 400), rel=0.03)  # Var = 2 / fan_in (truncated normal).
+  with pytest.raises(ValueError, match="unknown kernel_init 'zeros'; choose one of lecun_normal"):
+    models.build(architecture="mlp", input_shape=(4,), latent_dim=2, widths=(), kernel_init="zeros")
+
+
+@pytest.mark.parametrize("architecture,variational", [("mlp", False), ("mlp", True), ("conv", False)])
+def test_output_bias_draws_the_data_mean_before_training(architecture, variational):
+  images = np.asarray(jax.random.uniform(jax.random.key(1), (50, 8, 8, 1))) ** 3
+  images[:, 0, 0, 0] = 0.0  # A pixel that is always off: its logit is clipped, not -inf.
+  bias = models.data_mean_logits(images)
+  mean = np.clip(images.mean(0), 1e-3, 1 - 1e-3)
+  np.testing.assert_allclose(jax.nn.sigmoid(bias), mean, rtol=1e-5)
+  assert np.isfinite(bias).all() and bias[0, 0, 0] == pytest.approx(np.log(1e-3 / (1 - 1e-3)), rel=1e-5)
+  model = models.build(architecture=architecture, input_shape=(8, 8, 1), latent_dim=4, widths=(4,),
+                       variational=variational)
+  plain = models.init(model, jax.random.key(0), (8, 8, 1))
+  params = models.init(model, jax.random.key(0), (8, 8, 1), output_bias=bias)
+  got = np.asarray(params["decoder"]["logits"]["bias"])
+  expected = bias.reshape(-1) if architecture == "mlp" else bias.mean(axis=(0, 1))  # Conv: one per channel.
+  np.testing.assert_allclose(got, expected, rtol=1e-6)
+  assert not np.allclose(plain["decoder"]["logits"]["bias"], got)
+  for a, b in zip(jax.tree.leaves(plain["encoder"]), jax.tree.leaves(params["encoder"])):
+    np.testing.assert_array_equal(a, b)  # Only the output bias changed.
+  with pytest.raises(ValueError, match="output_bias has shape"):
+    models.init(model, jax.random.key(0), (8, 8, 1), output_bias=bias[:4])
+
+
+@pytest.mark.parametrize("overrides,fragment", [
+    ({"kernel_init": "orthogonal"}, "--config.kernel_init='orthogonal' is not one of: lecun_normal"),
+    ({"init_output_bias": "mean"}, "--config.init_output_bias='mean' is not one of: zero, data_mean"),
+])
+def test_bad_model_init_options_fail_in_one_line(overrides, fragment):
+  from ae_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from tests.conftest import family_config  # pylint: disable=g-import-not-at-top
+  config = family_config("undercomplete")
+  config.update(overrides)
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.validate(config)
+  assert fragment in str(e.value) and "\n" not in str(e.value)

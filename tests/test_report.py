@@ -60,7 +60,8 @@ VAE_KEYS = {"negative_elbo", "elbo_reconstruction", "elbo_kl", "log_likelihood",
 
 def test_metric_keys_are_shared_by_families_and_finite(sparse, vae):
   assert set(sparse[3]) == COMMON_KEYS | DENOISING_KEYS | {"rho"}
-  assert set(vae[3]) == COMMON_KEYS | DENOISING_KEYS | VAE_KEYS
+  # A VAE's codes are unbounded posterior means: no L0 rows beside its active units.
+  assert set(vae[3]) == (COMMON_KEYS - set(report.SPARSITY_METRICS)) | DENOISING_KEYS | VAE_KEYS
   for metrics in (sparse[3], vae[3]):
     assert all(isinstance(v, float) and np.isfinite(v) for v in metrics.values()), metrics
 
@@ -71,13 +72,13 @@ def test_metrics_match_evaluation_on_the_same_data(sparse, digits):
   assert (metrics["pca_mse"], metrics["pca_sse"]) == pytest.approx((pca["mse"], pca["sse"]))
   with threadpoolctl.threadpool_limits(limits=1):  # As in `report.probe`; threads only slow this down.
     pixels = evaluation.linear_probe(digits.train_images, digits.train_labels, digits.test_images,
-                                     digits.test_labels, max_iter=report.PROBE_MAX_ITER)
+                                     digits.test_labels, max_iter=config.probe_max_iter)
   assert metrics["probe_accuracy_pixels"] == pytest.approx(pixels, abs=1 / 360)  # At most one image.
   encode = lambda x: model.apply({"params": params}, x, method="encode")
   codes_train, codes_test = encode(digits.train_images), encode(digits.test_images)
   with threadpoolctl.threadpool_limits(limits=1):
     probe = evaluation.linear_probe(codes_train, digits.train_labels, codes_test, digits.test_labels,
-                                    max_iter=report.PROBE_MAX_ITER)
+                                    max_iter=config.probe_max_iter)
   assert metrics["probe_accuracy"] == pytest.approx(probe, abs=1 / 360)
   recon = jax.nn.sigmoid(model.apply({"params": params}, codes_test, method="decode"))
   errors = evaluation.reconstruction_errors(digits.test_images, recon)
@@ -100,7 +101,6 @@ def test_vae_terms_use_the_gaussian_likelihood_for_squared_error(vae, digits):
   # Every importance weight is the ELBO's integrand here, so IWAE can only be above the ELBO.
   assert metrics["log_likelihood"] >= -metrics["negative_elbo"]
   assert metrics["active_units"] == evaluation.active_units(mean)
-  assert metrics["l0_threshold"] == report.L0_THRESHOLD  # Posterior means are unbounded.
 
 
 def test_likelihood_follows_the_reconstruction_kind():
@@ -117,10 +117,37 @@ def test_probe_is_skipped_without_labels_and_subsampled_on_large_sets():
   config, model, params = _setup("undercomplete", ds.example_shape, widths=(), latent_dim=3, num_pictures=4)
   metrics = report.evaluate_model(config, model, params, ds, jax.random.key(1))
   assert not any(k.startswith("probe") for k in metrics) and "mse" in metrics
-  subset = report.probe_subset(60_000)
-  assert len(subset) == report.PROBE_MAX_TRAIN == len(np.unique(subset))
-  np.testing.assert_array_equal(subset, report.probe_subset(60_000))  # Fixed, not redrawn per run.
-  np.testing.assert_array_equal(report.probe_subset(100), np.arange(100))
+  np.testing.assert_array_equal(report.probe_subset(60_000), np.arange(60_000))  # 0: the whole split.
+  subset = report.probe_subset(60_000, 10_000)
+  assert len(subset) == 10_000 == len(np.unique(subset))
+  np.testing.assert_array_equal(subset, report.probe_subset(60_000, 10_000))  # Fixed, not redrawn per run.
+  np.testing.assert_array_equal(report.probe_subset(100, 500), np.arange(100))
+
+
+def test_vae_table_has_no_sparsity_rows(vae):
+  metrics = vae[3]
+  assert not set(report.SPARSITY_METRICS) & set(metrics)
+  assert "sparsity:" not in report.format_table(metrics) and "active_units" in report.format_table(metrics)
+
+
+@pytest.mark.parametrize("binarize", ["none", "dynamic"])
+def test_probe_fits_on_training_images_preprocessed_as_the_test_images(binarize):
+  ds = data.load("digits", binarize=binarize)
+  config, model, params = _setup("undercomplete", ds.example_shape, binarize=binarize, probe_examples=600,
+                                 probe_max_iter=50, widths=(), num_pictures=0)
+  train_x, train_y = report.probe_train_split(config, ds)
+  subset = report.probe_subset(len(ds.train_images), 600)
+  assert len(train_x) == 600 and np.array_equal(train_y, ds.train_labels[subset])
+  if binarize == "dynamic":  # The test split was binarized once by data.load: so are these.
+    assert set(np.unique(ds.test_images)) == set(np.unique(train_x)) == {0.0, 1.0}
+    assert abs(train_x.mean() - ds.train_images[subset].mean()) < 0.01  # One draw of the grey images.
+    np.testing.assert_array_equal(train_x, report.probe_train_split(config, ds)[0])  # The same draw each time.
+  else:
+    np.testing.assert_array_equal(train_x, ds.train_images[subset])
+  metrics = report.evaluate_model(config, model, params, ds, jax.random.key(1))
+  with threadpoolctl.threadpool_limits(limits=1):
+    pixels = evaluation.linear_probe(train_x, train_y, ds.test_images, ds.test_labels, max_iter=50)
+  assert metrics["probe_accuracy_pixels"] == pixels
 
 
 def _assert_png(path):
@@ -165,8 +192,9 @@ def test_curve_keys_pair_train_and_test_terms():
 
 
 def test_format_table_lists_every_metric_in_groups(sparse, vae):
-  table = report.format_table({**vae[3], "custom": 1.5})
-  for name in [*vae[3], "custom"]:
+  metrics = {**vae[3], "l0": sparse[3]["l0"], "custom": 1.5}  # Every group, the sparse one's L0 included.
+  table = report.format_table(metrics)
+  for name in metrics:
     assert name in table
   titles = [line[:-1] for line in table.splitlines() if not line.startswith(" ")]
   expected = ["reconstruction", "baselines", "probe", "jacobian", "sparsity", "denoising", "vae", "other"]

@@ -181,3 +181,17 @@ def test_kill_9_and_the_same_command_again_resumes_the_whole_sweep(tmp_path):
     rows = [[json.loads(line) for line in open(d / name / "metrics.jsonl")] for d in (killed, tmp_path / "whole")]
     assert [r["step"] for r in rows[0] if "loss" in r] == [r["step"] for r in rows[1] if "loss" in r]
     assert rows[0][-1]["eval/mse"] == pytest.approx(rows[1][-1]["eval/mse"], rel=1e-5)
+
+
+def test_a_member_trained_in_epochs_is_finished_until_its_epochs_are_raised(tmp_path):
+  # status.json holds the resolved step count; with num_epochs the config's num_steps is not it.
+  config = family_config("undercomplete")
+  config.update({"num_epochs": 2, "num_steps": 7})
+  resolved = config_lib.resolved(config, 320)  # 10 steps per epoch at batch 32.
+  with open(tmp_path / "run_config.json", "w", encoding="utf-8") as f:
+    json.dump(resolved.to_dict(), f, default=str)
+  with open(tmp_path / "status.json", "w", encoding="utf-8") as f:
+    json.dump({"status": "done", "step": 20, "message": "", "num_epochs": 2}, f)
+  assert sweep._finished(str(tmp_path), config)["step"] == 20  # pylint: disable=protected-access
+  config.num_epochs = 3
+  assert sweep._finished(str(tmp_path), config) is None  # pylint: disable=protected-access

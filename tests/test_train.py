@@ -112,3 +112,34 @@ def test_a_diverging_member_is_frozen_and_the_others_go_on():
   assert np.all(np.isfinite(metrics["loss"][:, 0])) and int(state.step[0]) == 6
   assert int(state.step[1]) == diverged_at[1] - 1  # Frozen at its last good state...
   assert all(np.all(np.isfinite(p)) for p in _member_params(state, 1))  # ...which is finite.
+
+
+def test_a_piecewise_schedule_is_applied_per_step():
+  # Boundary 2 with scale 0: the first two steps move the parameters, the next three do not.
+  _, metrics = _run("undercomplete", jax.devices()[:1], chunks=(2, 3), optimizer="sgd", lr_schedule="piecewise",
+                    boundaries=(2,), scales=(0.0,))
+  norms = metrics["update_norm"][:, 0]
+  assert np.all(norms[:2] > 0) and np.all(norms[2:] == 0), norms
+
+
+def test_training_length_in_epochs_and_the_data_mean_output_bias(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from ae_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from ae_jax import data  # pylint: disable=g-import-not-at-top
+  from ae_jax import train  # pylint: disable=g-import-not-at-top
+
+  config = family_config("undercomplete")
+  # A negligible learning rate: the trained output bias is still the one set at init. The IWAE schedule
+  # counts epochs, so it needs the steps per epoch that train.py passes.
+  config.update({"num_epochs": 2, "num_steps": 7, "init_output_bias": "data_mean", "learning_rate": 1e-12,
+                 "lr_schedule": "iwae", "num_pictures": 0})
+  ds = data.load("digits")
+  expected = 2 * (len(ds.train_images) // config.batch_size)
+  assert config_lib.resolve_steps(config, len(ds.train_images)) == expected != config.num_steps
+  result = train.train_and_evaluate(config, str(tmp_path))
+  assert result["step"] == expected and result["history"][-1]["step"] == expected
+  with open(os.path.join(tmp_path, train.STATUS_FILE), encoding="utf-8") as f:
+    assert json.load(f)["num_epochs"] == 2
+  np.testing.assert_allclose(result["params"]["decoder"]["logits"]["bias"],
+                             models.data_mean_logits(ds.train_images).reshape(-1), atol=1e-6)

@@ -1,4 +1,5 @@
-"""The VAE's pieces: reparameterized sampling, KL to N(0, I), and the negative ELBO per example."""
+"""The VAE's pieces: reparameterized sampling, KL to N(0, I), the negative ELBO and the importance-weighted
+bound (IWAE) per example."""
 
 import jax
 import jax.numpy as jnp
@@ -37,3 +38,23 @@ def gaussian_log_prob(z: ArrayLike, mean: ArrayLike = 0.0, logvar: ArrayLike = 0
   logvar = jnp.broadcast_to(jnp.asarray(logvar, z.dtype), z.shape)
   lp = -0.5 * (jnp.square(z - mean) * jnp.exp(-logvar) + logvar + jnp.log(2 * jnp.pi))
   return lp.sum(axis=-1)
+
+
+def log_importance_weights(log_px_given_z: ArrayLike, z: ArrayLike, mean: ArrayLike, logvar: ArrayLike
+                           ) -> jax.Array:
+  """log w = log p(x|z) + log N(z | 0, I) - log q(z|x) for samples z (..., B, d) of q = N(mean, exp(logvar)).
+
+  `log_px_given_z` is (..., B), `mean` and `logvar` (B, d); leading sample axes broadcast.
+  """
+  z = jnp.asarray(z)
+  return jnp.asarray(log_px_given_z) + gaussian_log_prob(z) - gaussian_log_prob(z, mean, logvar)
+
+
+def iwae_bound(log_weights: ArrayLike, *, axis: int = 0) -> jax.Array:
+  """The importance-weighted bound log (1/k) sum_i w_i over the k samples along `axis` (Burda et al. 2015).
+
+  k = 1 is the one-sample ELBO with the KL estimated from the sample; the bound does not decrease
+  in expectation as k grows and tends to log p(x).
+  """
+  log_weights = jnp.asarray(log_weights)
+  return jax.nn.logsumexp(log_weights, axis=axis) - jnp.log(float(log_weights.shape[axis]))

@@ -25,6 +25,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.code_activation = "linear"
   c.latent_dim = 8
   c.reconstruction = "bernoulli"  # bernoulli | squared_error | gaussian
+  # Initial kernels: lecun_normal (flax's default) | glorot_uniform | glorot_normal | he_normal | he_uniform
+  c.kernel_init = "lecun_normal"
+  # The decoder's output bias: zero | data_mean (the logit of the mean training image, as the IWAE code does).
+  c.init_output_bias = "zero"
 
   # Family hyperparameters (only the running family's are read).
   c.sparsity = "l1"  # l1 | kl | topk
@@ -37,7 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.noise_level = 0.25  # sigma for gaussian, the corrupted fraction otherwise
   c.contractive_weight = 0.1
   c.contractive_path = "auto"  # auto | jacfwd | jacrev | mlp | stochastic
-  c.beta = 1.0
+  c.beta = 1.0  # VAE: weight of the KL in the ELBO (1 is the true bound; the IWAE objective needs 1).
+  c.vae_objective = "elbo"  # VAE: elbo | iwae (the importance-weighted bound of Burda et al. 2015).
+  c.vae_samples = 1  # VAE: posterior samples per example (k); the ELBO averages over them, IWAE log-mean-exps.
 
   # Extra user terms: "module:function=weight,..."; each function maps an
   # ae_jax.families.Forward to per-example values (B,).
@@ -45,9 +51,24 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Optimisation.
   c.optimizer = "adam"  # adam | adamw | sgd
-  c.learning_rate = 1e-3
+  c.learning_rate = 1e-3  # The peak (warmup_cosine) or initial learning rate of the schedule.
+  c.b1 = 0.9  # adam/adamw: decay of the first-moment average.
+  c.b2 = 0.999  # adam/adamw: decay of the second-moment average.
+  c.eps = 1e-8  # adam/adamw: added to sqrt(v) (the IWAE paper uses 1e-4).
+  c.weight_decay = 1e-4  # adamw only: decoupled weight decay (optax's default).
+  c.grad_clip = 0.0  # Clip gradients to this global norm; 0 = no clipping.
+  # Learning-rate schedule: constant | warmup_cosine | exponential | piecewise | iwae (lr * 10^(-i/7)
+  # for 3^i epochs, i = 0..7, Burda et al. 2015). Its numbers below are hyperparameters (sweepable).
+  c.lr_schedule = "constant"
+  c.warmup_steps = 0.0  # warmup_cosine: steps of linear warmup from 0 to learning_rate.
+  c.final_lr_fraction = 0.0  # warmup_cosine: the rate at the last step, as a fraction of learning_rate.
+  c.decay_rate = 0.1  # exponential: the factor applied every decay_steps (smoothly, not in stairs).
+  c.decay_steps = 1000.0  # exponential: steps per decay_rate factor.
+  c.boundaries = ()  # piecewise: the steps where the rate changes (structure), e.g. (2000, 4000).
+  c.scales = ()  # piecewise: the factor applied at each boundary (cumulative), e.g. (0.1, 0.1).
   c.batch_size = 128
   c.num_steps = 3000
+  c.num_epochs = 0  # > 0: train num_epochs * (training examples // batch_size) steps instead of num_steps.
   c.seed = 0
   # Members of a sweep on one device: auto | vmap (vectorised) | loop (one after another, one program).
   c.member_vectorize = "auto"
@@ -57,6 +78,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_every = 1000
   c.num_pictures = 16
   c.iwae_samples = 1000  # VAE: importance samples per test image for the log-likelihood.
+  c.probe_examples = 0  # Training examples the linear probe fits on: 0 = the whole split, else a fixed subset.
+  c.probe_max_iter = 1000  # L-BFGS iterations of the linear probe (a cap; it stops earlier at convergence).
   c.checkpoint_every = 1000  # Also saved at the end; rerunning with the same --workdir resumes.
   c.overwrite = False  # True: discard a run with a different config found in --workdir.
   return c
