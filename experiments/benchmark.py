@@ -205,12 +205,12 @@ def describe(config, example_shape: Sequence[int]) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _initializer(model, example_shape, optimizer: str, mesh, compiler_options):
+def _initializer(model, example_shape, optimizer_keys: str, mesh, compiler_options):
   """A compiled `hp -> TrainState` (stacked members), shared by cases with the same model (a plain AE
   and its contractive twins): one compile instead of dozens of eagerly compiled initializer ops."""
   from ae_jax import step as step_lib  # pylint: disable=g-import-not-at-top
 
-  make_opt = step_lib.make_optimizer(ml_collections.ConfigDict({"optimizer": optimizer}))
+  make_opt = step_lib.make_optimizer(ml_collections.ConfigDict(json.loads(optimizer_keys)))
   init = step_lib.make_init(lambda key: models.init(model, key, example_shape), make_opt, mesh)
   return jax.jit(init, compiler_options=dict(compiler_options))
 
@@ -231,7 +231,8 @@ class Runner:
     mesh = step_lib.make_mesh(case.members, mesh.devices.ravel())
     self.hp = jax.device_put(hparams.stack([hparams.from_config({**config.to_dict(), "seed": config.seed + i})
                                             for i in range(case.members)]), step_lib.member_sharding(mesh))
-    init = _initializer(model, example_shape, config.optimizer, mesh, tuple((compiler_options or {}).items()))
+    optimizer_keys = json.dumps({k: config[k] for k in ("optimizer", "lr_schedule", "boundaries", "num_steps")})
+    init = _initializer(model, example_shape, optimizer_keys, mesh, tuple((compiler_options or {}).items()))
     self.state = init(self.hp)
     self.macs = forward_macs(model, jax.tree.map(lambda x: x[0], self.state.params), example_shape)
     self.model = describe(config, example_shape)
