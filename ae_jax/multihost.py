@@ -58,12 +58,12 @@ def fetch(tree: Any) -> Any:
   return jax.tree.unflatten(treedef, out)
 
 
-@functools.lru_cache(maxsize=64)
-def _member_fn(i: int, sharding: NamedSharding):
-  return jax.jit(lambda tree: jax.tree.map(lambda x: x[i], tree), out_shardings=sharding)
+@functools.lru_cache(maxsize=16)
+def _member_fn(sharding: NamedSharding):
+  return jax.jit(lambda tree, i: jax.tree.map(lambda x: x[i], tree), out_shardings=sharding)
 
 
 def member(tree: Any, i: int, mesh: jax.sharding.Mesh) -> Any:
   """Member `i` of a tree with a leading member axis, replicated over `mesh` (so every process holds
-  it, wherever the member trained): what a checkpoint of one member saves."""
-  return _member_fn(i, NamedSharding(mesh, P()))(tree)
+  it, wherever the member trained): what a checkpoint of one member saves. One compile for all `i`."""
+  return _member_fn(NamedSharding(mesh, P()))(tree, np.int32(i))
