@@ -53,8 +53,12 @@ class Checkpointer:
     self._manager.close()
 
 
-def prepare_workdir(workdir: str, config) -> None:
-  """Refuses a workdir that holds a different run, unless `config.overwrite`; then records `config`."""
+def check_workdir(workdir: str, config) -> None:
+  """Raises ConfigError if `workdir` holds a run with a different config (unless `config.overwrite`).
+
+  Reads only: with several processes every one checks (and refuses alike), then process 0 alone
+  calls `prepare_workdir`.
+  """
   path = os.path.join(workdir, CONFIG_FILE)
   current = comparable(config.to_dict())
   if os.path.exists(path) and not config.overwrite:
@@ -66,6 +70,12 @@ def prepare_workdir(workdir: str, config) -> None:
       raise config_lib.ConfigError(
           f"workdir {workdir!r} holds a run with a different config ({diff}); use another --workdir, "
           "or pass --config.overwrite=True to discard that run")
+
+
+def prepare_workdir(workdir: str, config) -> None:
+  """Refuses a workdir that holds a different run, unless `config.overwrite`; then records `config`."""
+  check_workdir(workdir, config)
+  path = os.path.join(workdir, CONFIG_FILE)
   if config.overwrite:
     for name in ("checkpoints", "metrics.jsonl", CONFIG_FILE):
       target = os.path.join(workdir, name)

@@ -17,6 +17,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
+from ae_jax import multihost
 from ae_jax import step as step_lib
 
 
@@ -77,8 +78,8 @@ class DeviceFeed:
 
   def __init__(self, step_fn: step_lib.StepFn, images: np.ndarray, labels: np.ndarray, *, batch_size: int,
                mesh: Mesh):
-    replicated = NamedSharding(mesh, P())
-    self._images, self._labels = jax.device_put(images, replicated), jax.device_put(labels, replicated)
+    # Every process holds the whole dataset: each copies it to its own devices.
+    self._images, self._labels = multihost.put((images, labels), NamedSharding(mesh, P()))
     self._step_fn, self._batch_size, self._chunks = step_fn, batch_size, {}
 
   def run(self, state, hp, step: int, length: int, next_length: int = 0):
@@ -120,11 +121,14 @@ class HostFeed:
 
   def _build(self, step: int, length: int):
     idx = np.stack([self._indices(s) for s in range(step, step + length)])  # (length, members, batch)
-    return jax.device_put(self._images[idx], self._sharding), jax.device_put(self._labels[idx], self._sharding)
+    # Each process gathers only the examples of its own devices' shards, and copies them there: a
+    # device_put into a layout spanning processes would run a collective from this thread.
+    return tuple(jax.make_array_from_callback((*idx.shape, *x.shape[1:]), self._sharding,
+                                              lambda index, x=x: x[idx[index[:3]]]) for x in (self._images, self._labels))
 
   def run(self, state, hp, step: int, length: int, next_length: int = 0):
     if self._seeds is None:
-      self._seeds = np.asarray(jax.device_get(hp["seed"]))
+      self._seeds = multihost.fetch(hp["seed"])
     if self._pending is not None and self._pending[:2] == (step, length):
       images, labels = self._pending[2].result()
     else:
@@ -140,6 +144,6 @@ class HostFeed:
 
 def data_fits_on_device(num_bytes: int, *, fraction: float = 0.25) -> bool:
   """Whether a dataset of `num_bytes` should live on the device (accelerators report their memory)."""
-  stats = jax.devices()[0].memory_stats() or {}
+  stats = jax.local_devices()[0].memory_stats() or {}
   limit = stats.get("bytes_limit")
   return limit is None or num_bytes <= fraction * limit

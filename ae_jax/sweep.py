@@ -28,6 +28,7 @@ from ae_jax import data
 from ae_jax import errors
 from ae_jax import families
 from ae_jax import hparams
+from ae_jax import multihost
 from ae_jax import sweep_spec
 from ae_jax import sweep_table
 from ae_jax import writers
@@ -63,23 +64,30 @@ def metric_columns(configs) -> list[str]:
 
 
 def _prepare(workdir: str, base_config, members: list[dict[str, Any]], names: list[str], overwrite: bool) -> None:
-  """Refuses a workdir holding a sweep of another base config unless `overwrite`; records this one."""
+  """Refuses a workdir holding a sweep of another base config unless `overwrite`; records this one.
+
+  Every process checks; process 0 alone deletes and writes, and the others wait until it has.
+  """
   path = os.path.join(workdir, SWEEP_FILE)
   base = checkpoints.comparable(base_config.to_dict())
+  stored = None
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       stored = json.load(f)
-    if overwrite:
-      for name in stored.get("member_names", []):
-        shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
-    elif stored.get("base") != base:
+    if not overwrite and stored.get("base") != base:
       changed = sorted(k for k in stored.get("base", {}).keys() | base.keys() if stored["base"].get(k) != base.get(k))
       raise config_lib.ConfigError(
           f"workdir {workdir!r} holds a sweep of a different base config ({', '.join(changed[:4])} differ); use "
           "another --workdir, or pass --overwrite to discard that sweep")
-  os.makedirs(workdir, exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump({"base": base, "members": members, "member_names": names}, f, indent=2, default=str)
+  multihost.barrier("sweep: workdir checked")
+  if multihost.is_main():
+    if stored is not None and overwrite:
+      for name in stored.get("member_names", []):
+        shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump({"base": base, "members": members, "member_names": names}, f, indent=2, default=str)
+  multihost.barrier("sweep: workdir prepared")
 
 
 def _finished(workdir: str, config) -> dict[str, Any] | None:
@@ -160,7 +168,11 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
   rows = [_row(name, c, swept, r) for name, c, r in zip(names, configs, results)]
   metrics = metric_columns(configs)
   title = f"{base_config.family if len({c.family for c in configs}) == 1 else 'families'} on {base_config.dataset}"
-  paths = sweep_table.write(workdir, rows, swept_keys=swept, metrics=metrics, select=select, title=title)
+  if multihost.is_main():  # The others' results lack the evaluation (process 0 runs it): they write nothing.
+    paths = sweep_table.write(workdir, rows, swept_keys=swept, metrics=metrics, select=select, title=title)
+  else:
+    paths = sweep_table.table_paths(workdir)
+  multihost.barrier("sweep: tables written")
   try:
     best = sweep_table.best(rows, select, swept_keys=swept) if select else None
   except ValueError:  # No member has that metric; the table's "Best by" line lists the ones there are.

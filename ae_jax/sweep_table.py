@@ -187,12 +187,17 @@ def _csv_value(value: Any) -> str:
   return str(value)
 
 
+def table_paths(workdir: str) -> dict[str, str]:
+  """{"csv", "markdown", "png"}: where `write` puts the tables."""
+  return {name: os.path.join(workdir, f"sweep.{ext}") for name, ext in (("csv", "csv"), ("markdown", "md"),
+                                                                      ("png", "png"))}
+
+
 def write(workdir: str, rows: list[dict[str, Any]], *, swept_keys: Sequence[str], metrics: Sequence[str],
           select: str | None = None, title: str = "") -> dict[str, str]:
   """Writes sweep.csv, sweep.md and sweep.png to workdir; returns {"csv", "markdown", "png"} paths."""
   os.makedirs(workdir, exist_ok=True)
-  paths = {name: os.path.join(workdir, f"sweep.{ext}") for name, ext in (("csv", "csv"), ("markdown", "md"),
-                                                                       ("png", "png"))}
+  paths = table_paths(workdir)
   with open(paths["csv"], "w", encoding="utf-8", newline="") as f:
     writer = csv.writer(f)
     writer.writerow([*swept_keys, "status", *metrics])

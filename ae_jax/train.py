@@ -27,6 +27,7 @@ from ae_jax import families
 from ae_jax import feeds
 from ae_jax import hparams
 from ae_jax import models
+from ae_jax import multihost
 from ae_jax import report
 from ae_jax import step as step_lib
 from ae_jax import writers
@@ -65,7 +66,7 @@ def make_evaluate(loss_fn: families.LossFn, *, batch_size: int = 500):
       for k, v in terms.items():
         totals[k] = totals.get(k, 0.0) + v * len(x)
       count += len(x)
-    totals = jax.device_get(totals)
+    totals = multihost.fetch(totals)
     num_members = len(next(iter(totals.values())))
     return [{k: float(v[m]) / count for k, v in totals.items()} for m in range(num_members)]
 
@@ -124,14 +125,13 @@ def train_members(members: list[Member], ds: data.Dataset, *, devices=None) -> l
     _check_traces(eval_loss, model, ds, hp_list[0])
   except ValueError as e:
     raise config_lib.ConfigError(str(e)) from None
-  for m in members:
-    checkpoints.prepare_workdir(m.workdir, m.config)
+  _prepare_workdirs(members)
 
   make_opt = make_optimizer(config, ds)
   bias = models.data_mean_logits(ds.train_images) if config.init_output_bias == "data_mean" else None
   init = step_lib.make_init(lambda key: models.init(model, key, ds.example_shape, output_bias=bias), make_opt,
                             mesh)
-  fresh = jax.device_get(init(hparams.stack(hp_list)))
+  fresh = multihost.fetch(init(hparams.stack(hp_list)))
   states, checkpointers = [], []
   for i, m in enumerate(members):
     checkpointers.append(checkpoints.Checkpointer(os.path.join(m.workdir, "checkpoints")))
@@ -158,6 +158,7 @@ def train_members(members: list[Member], ds: data.Dataset, *, devices=None) -> l
   shared: dict[Any, Any] = {}  # Evaluation results that do not depend on the member (PCA, pixel probe).
   for m, hp, out in zip(members, hp_list, results):
     _finish(m, model, ds, hp, out, shared)
+  multihost.barrier("train_members: finished")  # The others wait for process 0's files (and evaluation).
   return results
 
 
@@ -193,12 +194,13 @@ class _Program:
   def train(self, members, states, hp_list, checkpointers) -> list[dict[str, Any]]:
     config, ds = self.config, self.ds
     sharding = step_lib.member_sharding(self.mesh)
-    state = jax.device_put(_stack(states), sharding)
-    hp = jax.device_put(hparams.stack(hp_list), sharding)
-    eval_keys = jax.device_put(jax.vmap(lambda s: step_lib.run_keys(s)[2])(hp["seed"]), sharding)
+    state = multihost.put(_stack(states), sharding)
+    hp = multihost.put(hparams.stack(hp_list), sharding)
+    eval_keys = jax.jit(jax.vmap(lambda s: step_lib.run_keys(s)[2]), out_shardings=sharding)(hp["seed"])
     step = int(states[0].step)
-    for m in members:
-      checkpoints.truncate_jsonl(os.path.join(m.workdir, "metrics.jsonl"), step)
+    if multihost.is_main():
+      for m in members:
+        checkpoints.truncate_jsonl(os.path.join(m.workdir, "metrics.jsonl"), step)
     outs = [{"status": "done", "message": "", "history": [], "train": {}, "test": {}} for _ in members]
     member_writers = [writers.create(m.workdir) for m in members]
     for m, w, h in zip(members, member_writers, hp_list):
@@ -212,7 +214,7 @@ class _Program:
         length = min(config.log_every - step % config.log_every, config.num_steps - step)
         next_length = min(config.log_every, config.num_steps - step - length)
         state, metrics = self.feed.run(state, hp, step, length, next_length)
-        metrics, diverged_at = jax.device_get((metrics, state.diverged_at))
+        metrics, diverged_at = multihost.fetch((metrics, state.diverged_at))
         step += length
         evaluate_now = step % config.eval_every == 0 or step == config.num_steps
         tests = self.evaluate(state.params, hp, ds.test_images, ds.test_labels, eval_keys) if evaluate_now else None
@@ -231,7 +233,7 @@ class _Program:
           writer.write_scalars(step, row)
           out["history"].append({"step": step, **row})
           if save:
-            checkpointers[i].save(step, _member(state, i))
+            checkpointers[i].save(step, multihost.member(state, i, self.mesh))  # Every process takes part.
         rate = (step - first_step) / (time.perf_counter() - start)
         losses = [o["train"]["loss"] for o in outs if o["status"] == "done"]
         logging.info("step %d/%d  loss %s  %.1f steps/s  ETA %.0fs", step, config.num_steps,
@@ -243,7 +245,7 @@ class _Program:
     if not any(o["test"] for o in outs):  # Resumed finished members: evaluate what was restored.
       for out, test in zip(outs, self.evaluate(state.params, hp, ds.test_images, ds.test_labels, eval_keys)):
         out["test"] = test
-    params = jax.device_get(state.params)
+    params = multihost.fetch(state.params)
     for i, out in enumerate(outs):
       out.update(params=_member(params, i), step=step)
     return outs
@@ -281,7 +283,9 @@ def _finish(member: Member, model, ds: data.Dataset, hp, out: dict[str, Any], sh
   workdir, config = member.workdir, member.config
   status = {"status": out["status"], "step": out["step"], "message": out["message"],
             "diverged_at": out.get("diverged_at"), "num_epochs": config.num_epochs}
-  if out["status"] == "done":
+  if out["status"] == "done" and not multihost.is_main():
+    out.update(eval={}, paths={})  # Process 0 evaluates, on the same params; the others wait at a barrier.
+  elif out["status"] == "done":
     report_key = jax.random.fold_in(step_lib.run_keys(hp["seed"])[2], 1)  # eval_key drew the test losses' noise.
     out["eval"] = report.evaluate_model(config, model, out["params"], ds, report_key, shared=shared)
     jsonl = os.path.join(workdir, "metrics.jsonl")
@@ -293,12 +297,11 @@ def _finish(member: Member, model, ds: data.Dataset, hp, out: dict[str, Any], sh
     writer.close()
     curves = logged or out["history"]  # The file includes resumed steps; eval/* rows hold no curve keys.
     out["paths"] = report.save_pictures(config, model, out["params"], ds, workdir, report_key, curves)
-    if jax.process_index() == 0:
-      out["paths"]["eval"] = os.path.join(workdir, "eval.json")
-      with open(out["paths"]["eval"], "w", encoding="utf-8") as f:
-        json.dump({"step": out["step"], **out["eval"]}, f, indent=2, allow_nan=True)
+    out["paths"]["eval"] = os.path.join(workdir, "eval.json")
+    with open(out["paths"]["eval"], "w", encoding="utf-8") as f:
+      json.dump({"step": out["step"], **out["eval"]}, f, indent=2, allow_nan=True)
   else:
     out.update(eval={}, paths={})
-  if jax.process_index() == 0:
+  if multihost.is_main():
     with open(os.path.join(workdir, STATUS_FILE), "w", encoding="utf-8") as f:
       json.dump(status, f, indent=2)

@@ -10,6 +10,8 @@
 Each member writes what `experiments/train.py` writes into <workdir>/<member>; the sweep writes
 sweep.md, sweep.csv and sweep.png there and prints the table. The same command again resumes an
 interrupted sweep or re-reports a finished one; adding values trains only the new members.
+Several processes (--coordinator_address, --num_processes, --process_id; README, "Multiple hosts")
+spread the members over all their devices.
 """
 
 import os
@@ -33,6 +35,7 @@ flags.DEFINE_string("workdir", None, "Where the members and the tables go (defau
 flags.DEFINE_string("select", None, "Report the best member by this metric (min:/max: prefix to force a "
                     "direction), e.g. test_loss or max:probe_accuracy.")
 flags.DEFINE_bool("overwrite", False, "Discard a sweep of a different base config found in --workdir.")
+cli.define_distributed_flags()
 
 
 def members_from_flags() -> list[dict]:
@@ -58,12 +61,15 @@ def main(argv):
   with cli.clear_errors():
     members = members_from_flags()
     cli.use_compilation_cache()
+  cli.initialize_distributed()  # Several processes: join them before any JAX computation.
+  with cli.errors_end_all_processes(), cli.clear_errors():
     from ae_jax import sweep  # pylint: disable=g-import-not-at-top  # Loads JAX: after the flags are checked.
     out = sweep.run(config, members, workdir, select=flags.FLAGS.select, overwrite=flags.FLAGS.overwrite)
-  print(out["text"])
-  print(f"\nTables: {out['paths']['markdown']}, {out['paths']['csv']}, {out['paths']['png']}; "
-        f"members in {os.path.join(workdir, '<member>')}")
-  cli.exit_for_sweep(out)
+    if cli.is_main_process():
+      print(out["text"])
+      print(f"\nTables: {out['paths']['markdown']}, {out['paths']['csv']}, {out['paths']['png']}; "
+            f"members in {os.path.join(workdir, '<member>')}")
+    cli.exit_for_sweep(out)
 
 
 if __name__ == "__main__":

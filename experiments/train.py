@@ -2,6 +2,9 @@
 
   python experiments/train.py                                   # undercomplete AE on digits
   python experiments/train.py --config=experiments/configs/vae.py --config.latent_dim=16 --workdir=runs/vae
+  # One of several processes (README, "Multiple hosts"); under SLURM, Open MPI or on a TPU pod slice
+  # the three flags are found by JAX:
+  python experiments/train.py --coordinator_address=host0:1234 --num_processes=2 --process_id=0
 """
 
 import os
@@ -19,6 +22,7 @@ with cli.flag_errors():  # ml_collections applies --config.* overrides as soon a
   config_flags.DEFINE_config_file(
       "config", os.path.join(_CONFIG_DIR, "default.py"), "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where metrics, pictures and checkpoints go (default: runs/<family>).")
+cli.define_distributed_flags()
 
 
 def main(argv):
@@ -29,9 +33,12 @@ def main(argv):
   with cli.clear_errors():
     config_lib.validate(config)  # Before importing the trainer (and TensorFlow, via clu): bad flags fail fast.
     cli.use_compilation_cache()
+  cli.initialize_distributed()  # Several processes: join them before any JAX computation.
+  with cli.errors_end_all_processes(), cli.clear_errors():
     from ae_jax import train  # pylint: disable=g-import-not-at-top
     result = train.train_and_evaluate(config, workdir)
-  cli.report(result, workdir)
+    if cli.is_main_process():
+      cli.report(result, workdir)
 
 
 if __name__ == "__main__":
