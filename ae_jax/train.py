@@ -166,6 +166,18 @@ def make_optimizer(config, ds: data.Dataset) -> step_lib.MakeOptimizer:
   return step_lib.make_optimizer(config, steps_per_epoch=config_lib.steps_per_epoch(config, len(ds.train_images)))
 
 
+def _prepare_workdirs(members: list[Member]) -> None:
+  """`checkpoints.prepare_workdir` of every member: all processes check (and refuse alike), process 0
+  writes, the others wait until it has."""
+  for m in members:
+    checkpoints.check_workdir(m.workdir, m.config)
+  multihost.barrier("train_members: workdirs checked")
+  if multihost.is_main():
+    for m in members:
+      checkpoints.prepare_workdir(m.workdir, m.config)
+  multihost.barrier("train_members: workdirs prepared")
+
+
 def _check_traces(loss_fn, model, ds: data.Dataset, hp) -> None:
   """Traces the loss on a batch of two (no compute): user terms of the wrong shape fail here."""
   params = jax.eval_shape(lambda: models.init(model, jax.random.key(0), ds.example_shape))
