@@ -1,6 +1,7 @@
 """What experiment entry points share: one-line errors with exit code 2, and the closing report."""
 
 import contextlib
+import logging as std_logging
 import os
 import re
 import site
@@ -267,7 +268,31 @@ def parse_flags(argv: list[str]) -> list[str]:
     argv = flags.FLAGS(argv)
     if "config" in flags.FLAGS:
       flags.FLAGS.config.to_dict()  # Loads the file and applies overrides now, inside this handler.
-    return argv
+  quiet_library_logs()
+  return argv
+
+
+_OWN_CODE = (os.path.dirname(os.path.abspath(__file__)),  # ae_jax/
+             os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
+
+
+def _own_or_warning(record) -> bool:
+  return record.levelno >= std_logging.WARNING or os.path.abspath(record.pathname).startswith(_OWN_CODE)
+
+
+def quiet_library_logs() -> None:
+  """Keeps the libraries' INFO lines (orbax's dictionaries at every save, clu's hyperparameter dump) out
+  of the default log, so progress lines stand out: ae_jax's own INFO, everyone's warnings and errors.
+  `--verbosity=1` shows everything."""
+  handler = absl_logging.get_absl_handler()  # Every Python logger's records end there (jax's, orbax's, ours).
+  if flags.FLAGS.verbosity >= 1:
+    handler.removeFilter(_own_or_warning)
+    return
+  if _own_or_warning not in handler.filters:
+    handler.addFilter(_own_or_warning)
+  # TensorFlow (loaded later, for TensorBoard files and tfds only) prints C++ INFO lines at import.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # Its oneDNN notice ignores the level; TF computes nothing.
 
 
 @contextlib.contextmanager

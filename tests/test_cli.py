@@ -182,6 +182,21 @@ def test_a_valid_run_after_refused_ones_in_the_same_workdir(tmp_path):
   out = _train("--config=experiments/configs/test.py", "--config.num_steps=10", "--config.num_pictures=0",
                f"--workdir={tmp_path}")
   assert out.returncode == 0, out.stderr[-2000:]
+  _assert_quiet_log(out.stderr)
+
+
+def _assert_quiet_log(stderr: str) -> None:
+  """The default log: ae_jax's progress lines, and no library INFO (orbax's saves, clu, TensorFlow)."""
+  assert "step 10/10" in stderr, stderr[-2000:]
+  for noise in ("checkpoint_manager.py", "[Hyperparameters]", "oneDNN", "xla_bridge.py"):
+    assert noise not in stderr, (noise, stderr[-2000:])
+
+
+def test_verbosity_1_shows_the_libraries_info_lines(tmp_path):
+  out = _train("--config=experiments/configs/test.py", "--config.num_steps=10", "--config.num_pictures=0",
+               "--config.probe_max_iter=10", f"--workdir={tmp_path}", "--verbosity=1")
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "checkpoint_manager.py" in out.stderr, out.stderr[-2000:]
 
 
 def test_a_non_finite_loss_exits_3_in_one_line_naming_step_terms_and_what_to_change(tmp_path):
