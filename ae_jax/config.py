@@ -44,10 +44,11 @@ def validate(config) -> None:
   _choice(config, "kernel_init", models.KERNEL_INITS)
   _choice(config, "init_output_bias", models.OUTPUT_BIASES)
   for key in ("batch_size", "num_steps", "latent_dim", "log_every", "eval_every", "checkpoint_every",
-              "iwae_samples", "probe_max_iter"):
+              "probe_max_iter"):
     _positive(config, key)
   _positive(config, "learning_rate", float)
-  for key in ("num_epochs", "probe_examples"):
+  eval_groups(config)
+  for key in ("num_epochs", "probe_examples", "iwae_samples"):
     if config[key] < 0:
       raise ConfigError(f"--config.{key}={config[key]} must be >= 0 (0 = {_ZERO_MEANS[key]})")
   _check_optimizer(config)
@@ -114,7 +115,26 @@ def validate(config) -> None:
     raise ConfigError(f"--config.extra_terms: {e}") from None
 
 
-_ZERO_MEANS = {"num_epochs": "train num_steps", "probe_examples": "the whole training split"}
+_ZERO_MEANS = {"num_epochs": "train num_steps", "probe_examples": "the whole training split",
+               "iwae_samples": "no log-likelihood estimate"}
+
+# The end-of-run evaluation's optional groups (reconstruction errors and a VAE's ELBO terms always run).
+EVAL_GROUPS = ("pca", "probe", "jacobian", "sparsity", "denoising", "likelihood")
+EVAL_PRESETS = {"full": EVAL_GROUPS,  # Every metric; what the README tables and the papers' numbers use.
+                "quick": ("sparsity",)}  # One pass over the test split: seconds, whatever the model.
+
+
+def eval_groups(config) -> frozenset[str]:
+  """The groups `config.evaluate` asks for: a preset name or a comma-separated list of groups."""
+  value = str(config.evaluate).strip()
+  if value in EVAL_PRESETS:
+    return frozenset(EVAL_PRESETS[value])
+  groups = [g.strip() for g in value.split(",") if g.strip()]
+  unknown = [g for g in groups if g not in EVAL_GROUPS]
+  if unknown or not value:
+    raise ConfigError(f"--config.evaluate={config.evaluate!r}: use {' or '.join(EVAL_PRESETS)}, or a comma-separated "
+                      f"list of {', '.join(EVAL_GROUPS)} (unknown: {', '.join(unknown) or 'empty'})")
+  return frozenset(groups)
 
 
 def _check_optimizer(config) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 from sklearn import exceptions as sklearn_exceptions
 import threadpoolctl
 
+from ae_jax import config as config_lib
 from ae_jax import data
 from ae_jax import evaluation
 from ae_jax import families
@@ -165,26 +166,29 @@ def evaluate_model(config, model: nn.Module, params: Any, ds: data.Dataset, key:
   floats).
 
   `shared` caches what does not depend on the model (the PCA baseline, the pixel probe) across the
-  members of a sweep that evaluate on the same `ds`.
+  members of a sweep that evaluate on the same `ds`. `config.evaluate` picks the optional groups
+  (`config_lib.eval_groups`); the list below names each metric's group.
 
   - "mse", "sse", "fraction_variance_explained": reconstructions sigmoid(decode(code(x))).
-  - "pca_mse", "pca_sse": PCA with config.latent_dim components fitted on train (clamped to the
+  - pca: "pca_mse", "pca_sse": PCA with config.latent_dim components fitted on train (clamped to the
     pixel count), the linear baseline.
-  - "probe_accuracy" (codes) and "probe_accuracy_pixels" (raw pixels): logistic regression fitted on
+  - probe: "probe_accuracy" (codes) and "probe_accuracy_pixels" (raw pixels): logistic regression fitted on
     train, scored on test; codes are the encoder output (the posterior mean for a VAE). Fitted on the
     whole training split, or on config.probe_examples of it (a fixed random subset), with at most
     config.probe_max_iter lbfgs steps, on training images preprocessed as the test images are
     (`probe_train_split`). Omitted when labels are missing (-1).
-  - "jacobian_frobenius_sq", "latent_sensitivity": how the code reacts to the input.
-  - "l0", "l0_threshold", "mean_activation", "mean_abs_activation", "dead_fraction": code sparsity
+  - jacobian: "jacobian_frobenius_sq", "latent_sensitivity": how the code reacts to the input.
+  - sparsity: "l0", "l0_threshold", "mean_activation", "mean_abs_activation", "dead_fraction": code sparsity
     (a unit is on when |z| > `l0_threshold(config)`); the sparse family with KL sparsity adds its
     target "rho". Not for variational families, whose codes (posterior means) are never exactly 0:
     their L0 would read as "every unit on" beside few active units; "active_units" says it there.
-  - "psnr_*": `evaluation.denoising_stats` (Gaussian 0.1/0.3/0.5, masking 10/25/40%).
-  - VAE only: "negative_elbo", "elbo_reconstruction", "elbo_kl" (beta = 1), "log_likelihood" (mean
-    IWAE estimate with config.iwae_samples samples) and "active_units", under `likelihood(config)`.
+  - denoising: "psnr_*": `evaluation.denoising_stats` (Gaussian 0.1/0.3/0.5, masking 10/25/40%).
+  - VAE only: "negative_elbo", "elbo_reconstruction", "elbo_kl" (beta = 1) and "active_units"; with
+    likelihood and config.iwae_samples > 0, "log_likelihood" (the mean IWAE estimate with that many
+    samples), under `likelihood(config)`.
   """
   vae = families.get(config.family).variational
+  groups = config_lib.eval_groups(config)
   apply = _Apply(model, params, variational=vae)
   jacobian_key, denoising_key, elbo_key, iwae_key = jax.random.split(key, 4)
   train_x, test_x = ds.train_images, ds.test_images
@@ -198,12 +202,13 @@ def evaluate_model(config, model: nn.Module, params: Any, ds: data.Dataset, key:
   except ValueError:  # A test split of identical images has no variance to explain.
     metrics["fraction_variance_explained"] = float("nan")
   shared = {} if shared is None else shared
-  if ("pca", config.latent_dim) not in shared:
-    shared["pca", config.latent_dim] = evaluation.pca_baseline(train_x, test_x, num_components=config.latent_dim)
-  pca = shared["pca", config.latent_dim]
-  metrics.update(pca_mse=pca["mse"], pca_sse=pca["sse"])
+  if "pca" in groups:
+    if ("pca", config.latent_dim) not in shared:
+      shared["pca", config.latent_dim] = evaluation.pca_baseline(train_x, test_x, num_components=config.latent_dim)
+    pca = shared["pca", config.latent_dim]
+    metrics.update(pca_mse=pca["mse"], pca_sse=pca["sse"])
 
-  if _has_labels(ds):
+  if "probe" in groups and _has_labels(ds):
     probe_x, probe_y = probe_train_split(config, ds)
     fit = functools.partial(probe, max_iter=config.probe_max_iter)
     metrics["probe_accuracy"] = fit(_in_batches(apply.code, probe_x), probe_y, test_codes, ds.test_labels)
@@ -212,25 +217,28 @@ def evaluate_model(config, model: nn.Module, params: Any, ds: data.Dataset, key:
       shared[pixels_key] = fit(probe_x, probe_y, test_x, ds.test_labels)
     metrics["probe_accuracy_pixels"] = shared[pixels_key]
 
-  k = test_codes.reshape(len(test_codes), -1).shape[1]
-  batch = max(1, min(BATCH_SIZE, MAX_BATCH_FLOATS // (k * d)))  # Its Jacobians hold batch * k * d floats.
-  metrics.update(evaluation.jacobian_stats(apply.code, test_x, jacobian_key, batch_size=batch))
-  if not vae:  # A VAE's codes are unbounded posterior means: L0 counts them all; active_units applies.
+  if "jacobian" in groups:
+    k = test_codes.reshape(len(test_codes), -1).shape[1]
+    batch = max(1, min(BATCH_SIZE, MAX_BATCH_FLOATS // (k * d)))  # Its Jacobians hold batch * k * d floats.
+    metrics.update(evaluation.jacobian_stats(apply.code, test_x, jacobian_key, batch_size=batch))
+  if "sparsity" in groups and not vae:  # A VAE's codes are unbounded posterior means: L0 counts them all; active_units applies.
     metrics.update(evaluation.sparsity_stats(test_codes, threshold=l0_threshold(config)))
-  if config.family == "sparse" and config.sparsity == "kl":
+  if "sparsity" in groups and config.family == "sparse" and config.sparsity == "kl":
     metrics["rho"] = float(config.rho)
-  metrics.update(evaluation.denoising_stats(apply.reconstruct, test_x, denoising_key, batch_size=BATCH_SIZE))
+  if "denoising" in groups:
+    metrics.update(evaluation.denoising_stats(apply.reconstruct, test_x, denoising_key, batch_size=BATCH_SIZE))
 
   if vae:
     kind = likelihood(config)
     metrics.update(evaluation.vae_terms(apply.posterior, apply.decode_logits, test_x, elbo_key,
                                         likelihood=kind, batch_size=BATCH_SIZE))
-    chunk = min(IWAE_CHUNK, config.iwae_samples)
-    batch = max(1, min(BATCH_SIZE, MAX_BATCH_FLOATS // (chunk * d)))  # The decoder sees chunk * batch codes.
-    log_px = evaluation.iwae_log_likelihood(
-        apply.posterior, apply.decode_logits, test_x, iwae_key, num_samples=config.iwae_samples,
-        chunk_size=chunk, likelihood=kind, batch_size=batch)
-    metrics["log_likelihood"] = float(log_px.mean())
+    if "likelihood" in groups and config.iwae_samples > 0:
+      chunk = min(IWAE_CHUNK, config.iwae_samples)
+      batch = max(1, min(BATCH_SIZE, MAX_BATCH_FLOATS // (chunk * d)))  # The decoder sees chunk * batch codes.
+      log_px = evaluation.iwae_log_likelihood(
+          apply.posterior, apply.decode_logits, test_x, iwae_key, num_samples=config.iwae_samples,
+          chunk_size=chunk, likelihood=kind, batch_size=batch)
+      metrics["log_likelihood"] = float(log_px.mean())
     metrics["active_units"] = float(evaluation.active_units(test_codes))
   return metrics
 

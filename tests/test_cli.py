@@ -219,3 +219,12 @@ def test_an_exception_in_a_user_term_names_the_term_and_keeps_the_users_tracebac
   first = next(line for line in out.stderr.splitlines() if line.startswith("error:"))
   assert "extra term 'explode' (bad_terms:explode) raised NameError" in first
   assert "bad_terms.py" in out.stderr and "undefined_name" in out.stderr  # The user's own frame.
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--num_processes=2", "--process_id=0"], "--coordinator_address"),
+    (["--coordinator_address=127.0.0.1:1", "--num_processes=2", "--process_id=2"], "--process_id=2"),
+])
+def test_bad_distributed_flags_are_one_line_and_exit_code_2(args, match, tmp_path):
+  line = _one_error_line(_train("--config=experiments/configs/test.py", *args, f"--workdir={tmp_path}"))
+  assert match in line, line

@@ -12,6 +12,7 @@ from PIL import Image
 import pytest
 import threadpoolctl
 
+from ae_jax import config as config_lib
 from ae_jax import data
 from ae_jax import evaluation
 from ae_jax import families
@@ -64,6 +65,38 @@ def test_metric_keys_are_shared_by_families_and_finite(sparse, vae):
   assert set(vae[3]) == (COMMON_KEYS - set(report.SPARSITY_METRICS)) | DENOISING_KEYS | VAE_KEYS
   for metrics in (sparse[3], vae[3]):
     assert all(isinstance(v, float) and np.isfinite(v) for v in metrics.values()), metrics
+
+
+@pytest.mark.parametrize("evaluate, family, expected", [
+    ("quick", "sparse", {"mse", "sse", "fraction_variance_explained", "l0", "l0_threshold", "mean_activation",
+                         "mean_abs_activation", "dead_fraction", "rho"}),
+    ("quick", "vae", {"mse", "sse", "fraction_variance_explained"} | (VAE_KEYS - {"log_likelihood"})),
+    ("pca,likelihood", "vae", {"mse", "sse", "fraction_variance_explained", "pca_mse", "pca_sse"} | VAE_KEYS),
+])
+def test_evaluate_picks_the_metric_groups_and_keeps_their_values(evaluate, family, expected, sparse, vae, digits):
+  config, model, params, full = {"sparse": sparse, "vae": vae}[family]
+  config = config.copy_and_resolve_references()
+  config.evaluate = evaluate
+  metrics = report.evaluate_model(config, model, params, digits, jax.random.key(1))
+  assert set(metrics) == expected
+  assert metrics == pytest.approx({k: full[k] for k in expected}, rel=1e-6)  # Same keys draw the same noise.
+
+
+def test_iwae_samples_0_skips_only_the_likelihood(vae, digits):
+  config, model, params, full = vae
+  config = config.copy_and_resolve_references()
+  config.iwae_samples = 0
+  config_lib.validate(config)
+  metrics = report.evaluate_model(config, model, params, digits, jax.random.key(1))
+  assert set(metrics) == set(full) - {"log_likelihood"}
+
+
+@pytest.mark.parametrize("value", ["fast", "", "probe,typo"])
+def test_an_unknown_evaluate_value_is_one_config_error(value):
+  config = family_config("vae")
+  config.evaluate = value
+  with pytest.raises(config_lib.ConfigError, match="--config.evaluate=.*full or quick"):
+    config_lib.validate(config)
 
 
 def test_metrics_match_evaluation_on_the_same_data(sparse, digits):

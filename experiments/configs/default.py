@@ -77,7 +77,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.log_every = 250
   c.eval_every = 1000
   c.num_pictures = 16
-  c.iwae_samples = 1000  # VAE: importance samples per test image for the log-likelihood.
+  # End-of-run evaluation: full | quick (reconstruction, sparsity, ELBO terms: one pass over the test split)
+  # | a comma-separated list of groups: pca, probe, jacobian, sparsity, denoising, likelihood.
+  c.evaluate = "full"
+  c.iwae_samples = 1000  # VAE: importance samples per test image for the log-likelihood (0: skip it).
   c.probe_examples = 0  # Training examples the linear probe fits on: 0 = the whole split, else a fixed subset.
   c.probe_max_iter = 1000  # L-BFGS iterations of the linear probe (a cap; it stops earlier at convergence).
   c.checkpoint_every = 1000  # Also saved at the end; rerunning with the same --workdir resumes.
