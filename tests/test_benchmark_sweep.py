@@ -30,3 +30,11 @@ def test_end_to_end_times_one_sweep_against_the_same_members_one_by_one(monkeypa
       ["--config.learning_rate=0.001", "--config.seed=0"], ["--config.learning_rate=0.001", "--config.seed=1"],
       ["--config.learning_rate=0.003", "--config.seed=0"], ["--config.learning_rate=0.003", "--config.seed=1"]]
   assert all(cache != sweep_cache for _, cache in singles)  # Each side starts with its own empty cache.
+
+
+def test_shared_batch_reports_own_and_shared_batches():
+  options = benchmark.Options(**{**benchmark.QUICK, "batch_sizes": (16,)})
+  own, shared = benchmark_sweep.shared_batch([8], 2, options)
+  assert (own["batches"], shared["batches"]) == ("one per member", "one shared")
+  for row in (own, shared):
+    assert row["vs_sequential"] == 2 * row["single_step_s"] / row["program_step_s"] > 0
