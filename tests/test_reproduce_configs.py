@@ -1,0 +1,45 @@
+"""experiments/configs/reproduce/: every paper row's config (and CPU variant) is valid and launches."""
+
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ae_jax import config as config_lib
+from ae_jax import families
+from configs.reproduce import iwae2015  # tests/conftest.py puts experiments/ on sys.path.
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VARIANTS = [("hinton2006", None), ("rifai2011", None)] + [
+    ("iwae2015", row + cpu) for row in iwae2015.ROWS for cpu in ("", "_cpu")]
+
+
+@pytest.mark.parametrize("name, variant", VARIANTS)
+def test_each_row_is_a_valid_config_that_builds_its_loss(name, variant):
+  module = importlib.import_module(f"configs.reproduce.{name}")
+  config = module.get_config() if variant is None else module.get_config(variant)
+  config_lib.validate(config)
+  families.model_from_config(config, (28, 28, 1))  # The paper's shapes fit MNIST.
+
+
+def test_iwae_rows_follow_the_paper():
+  vae, iwae50, cpu = iwae2015.get_config("vae"), iwae2015.get_config("iwae50"), iwae2015.get_config("vae_cpu")
+  assert (vae.vae_objective, vae.vae_samples, iwae50.vae_objective, iwae50.vae_samples) == ("elbo", 1, "iwae", 50)
+  assert (vae.widths, vae.latent_dim, vae.eps, vae.lr_schedule, vae.num_epochs) == ((200, 200), 50, 1e-4, "iwae", 3280)
+  assert cpu.num_epochs < vae.num_epochs and cpu.lr_schedule == "exponential"
+  with pytest.raises(ValueError, match="unknown variant 'vae_gpu'"):
+    iwae2015.get_config("vae_gpu")
+
+
+def test_a_variant_launches_from_the_command_line(tmp_path):
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+  out = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "experiments", "train.py"),
+       f"--config={os.path.join(ROOT, 'experiments', 'configs', 'reproduce', 'iwae2015.py')}:iwae5_cpu",
+       "--config.dataset=digits", "--config.num_epochs=0", "--config.num_steps=2", "--config.log_every=1",
+       "--config.evaluate=quick", "--config.num_pictures=0", f"--workdir={tmp_path}"],
+      cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "negative_elbo" in out.stdout
