@@ -4,10 +4,11 @@ One jitted Flax + optax step per batch: the batch sliced with `lax.dynamic_slice
 permutation, one PRNG key per step (folded from the step number), noise drawn for the whole batch
 at once, parameters and optimizer state donated, no sharding, no metrics but the loss. Same model
 (`families.model_from_config`) and the same loss terms (`ae_jax.losses`) as the framework's step,
-except that a conv model's decoder is written with flax's own `nn.ConvTranspose` (`flax_model`), as a
-user would: same params, same outputs as ae_jax's `ConvTranspose2x`, a different computation.
+except that a conv model is written with flax's own `nn.Conv` and `nn.ConvTranspose` (`flax_model`), as
+a user would: same params and outputs as ae_jax's conv layers, a different computation.
 """
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -27,14 +28,22 @@ from ae_jax.losses import sparsity
 from ae_jax.losses import variational
 
 
-class FlaxConvDecoder(nn.Module):
-  """`models.ConvDecoder` as a user writes it: Dense, then `nn.ConvTranspose` 3x3 stride 2, then a
-  3x3 conv to logits; same names, shapes and initial values, so `models.init` gives the same params."""
+class FlaxConvEncoder(models.ConvEncoder):
+  """`models.ConvEncoder` as a user writes it, with `nn.Conv`: same fields, params and outputs."""
 
-  features: tuple[int, ...]
-  output_shape: tuple[int, ...]
-  activation: str = "relu"
-  kernel_init: str = "lecun_normal"
+  @nn.compact
+  def __call__(self, x):
+    act, init = activations.get(self.activation), models.kernel_initializer(self.kernel_init)
+    h = x
+    for i, feat in enumerate(self.features):
+      h = act(nn.Conv(feat, (3, 3), strides=(2, 2), padding="SAME", kernel_init=init, name=f"conv_{i}")(h))
+    h = h.reshape(h.shape[0], -1)
+    return models._code(self, nn.Dense(self.latent_dim, kernel_init=init, name="code")(h))  # pylint: disable=protected-access
+
+
+class FlaxConvDecoder(models.ConvDecoder):
+  """`models.ConvDecoder` as a user writes it: Dense, then `nn.ConvTranspose` 3x3 stride 2, then an
+  `nn.Conv` 3x3 to logits; same fields, params and outputs."""
 
   @nn.compact
   def __call__(self, z):
@@ -50,13 +59,21 @@ class FlaxConvDecoder(nn.Module):
     return nn.Conv(channels, (3, 3), padding="SAME", kernel_init=init, name="logits")(h)
 
 
+def _as(cls, module):
+  """`module`'s fields in a `cls` (a subclass of its class)."""
+  return cls(**{f.name: getattr(module, f.name) for f in dataclasses.fields(module)
+                if f.init and f.name not in ("parent", "name")})
+
+
 def flax_model(config, input_shape):
-  """The config's model with flax's own layers: ae_jax's, except a conv decoder is `FlaxConvDecoder`."""
+  """The config's model with flax's own layers: ae_jax's, except that conv layers are flax's."""
   model = families.model_from_config(config, input_shape)
   if config.architecture != "conv":
     return model  # Dense layers only: ae_jax's MLP is plain flax already.
-  decoder = FlaxConvDecoder(tuple(config.widths), tuple(input_shape), config.activation, config.kernel_init)
-  return model.clone(decoder=decoder)
+  encoder = model.encoder
+  encoder = (encoder.clone(trunk=_as(FlaxConvEncoder, encoder.trunk)) if isinstance(encoder, models.GaussianEncoder)
+             else _as(FlaxConvEncoder, encoder))
+  return model.clone(encoder=encoder, decoder=_as(FlaxConvDecoder, model.decoder))
 
 
 def make_loss(config, model):

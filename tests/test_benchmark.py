@@ -103,3 +103,19 @@ def test_script_rejects_a_bad_family_in_one_line():
   assert out.returncode == 2
   assert out.stderr.strip().splitlines() == [
       "error: --family=gan is not one of: undercomplete, sparse, denoising, vae, contractive"]
+
+
+def test_plain_flax_conv_model_is_ae_jax_model_in_flax_layers():
+  import plain_loop  # pylint: disable=g-import-not-at-top  # experiments/ is on sys.path (conftest).
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from ae_jax import families, models  # pylint: disable=g-import-not-at-top
+
+  config = benchmark.family_config("vae", 4, **{**benchmark.CONV_SHAPE, "widths": (4, 8)})
+  ours, flax = families.model_from_config(config, (8, 8, 1)), plain_loop.flax_model(config, (8, 8, 1))
+  assert type(flax.encoder.trunk).__name__ == "FlaxConvEncoder" and type(flax.decoder).__name__ == "FlaxConvDecoder"
+  params = models.init(ours, jax.random.key(0), (8, 8, 1))
+  jax.tree.map(np.testing.assert_array_equal, params, models.init(flax, jax.random.key(0), (8, 8, 1)))
+  x = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+               ours.apply({"params": params}, x), flax.apply({"params": params}, x))
