@@ -3,6 +3,7 @@
   python experiments/benchmark.py                                  # every case, batch 128 and 1024
   python experiments/benchmark.py --family=vae --batch_size=128
   python experiments/benchmark.py --family=contractive --encoders=A --paths=mlp,stochastic
+  python experiments/benchmark.py --architecture=conv --family=undercomplete --batch_size=128
   python experiments/benchmark.py --quick                          # CI: runs every case tiny, no speed
 
 Each case trains with the real loop (`train.make_train_chunk`: on-device shuffling, the fused scan,
@@ -18,6 +19,12 @@ an MLP costs about 6 x (multiply-accumulates of the forward pass) FLOPs per exam
 counted: its peak_fraction is against the plain AE's bound. The matmul is re-timed before every
 round of calls, and fractions and ratios are medians of per-round values, so load from other
 processes that slows one round slows both sides of its ratio.
+
+Conv cases (`--architecture=conv`: the same families with the conv (32, 64) encoder and its mirrored
+decoder, `CONV_SHAPE`; not contractive) are timed round-robin with two hand-written loops: `plain`,
+the model as a user writes it with flax's `nn.ConvTranspose` (its `vs_plain` is the headline), and
+`plain` with ae_jax's own layers (`plain_model: ae_jax`; `vs_plain_same_model` isolates the loop
+from the layers). They take `CONV_STEPS` examples per call, not 4096: flax's transposed conv is slow.
 
 Contractive cases (encoder A: 784-1000 sigmoid, Rifai et al.'s setting; encoder B: 784-400-32 ReLU,
 linear code) are timed round-robin with the plain undercomplete AE of the same encoder and decoder,
@@ -64,6 +71,9 @@ PATHS = ("jacfwd", "jacrev", "mlp", "stochastic")
 NAIVE_PATHS = ("jacfwd", "jacrev")  # They build each example's (k, d) Jacobian.
 # The MLP of Kingma & Welling's MNIST VAE; the other non-contractive families use it too.
 MLP_SHAPE = {"widths": (400,), "latent_dim": 20}
+CONV_SHAPE = {"architecture": "conv", "widths": (32, 64), "latent_dim": 20}
+ARCHITECTURES = ("mlp", "conv")
+CONV_STEPS = 512  # Examples per timed call of a conv case (default --steps): at least 2 steps.
 ENCODERS = {
     "A": {"widths": (), "latent_dim": 1000, "code_activation": "sigmoid"},
     "B": {"widths": (400,), "latent_dim": 32, "activation": "relu", "code_activation": "linear"},
@@ -71,6 +81,8 @@ ENCODERS = {
 EXAMPLE_SHAPE = (28, 28, 1)
 
 _FAMILY = flags.DEFINE_list("family", ["all"], f"Families to run, or 'all': {', '.join(FAMILIES)}.")
+_ARCHITECTURE = flags.DEFINE_list("architecture", ["mlp"], "Models: mlp (the families' MLPs and the "
+                                   "contractive encoders), conv (conv (32, 64), not contractive).")
 _BATCH = flags.DEFINE_list("batch_size", ["128", "1024"], "Global batch sizes.")
 _PATHS = flags.DEFINE_list("paths", list(PATHS), "Contractive penalty paths.")
 _ENCODERS = flags.DEFINE_list("encoders", list(ENCODERS), "Contractive encoders: A (784-1000 sigmoid), "
@@ -96,6 +108,7 @@ class Options:
   """What to run; `main` fills it from flags, tests build it directly."""
 
   families: Sequence[str] = FAMILIES
+  architectures: Sequence[str] = ("mlp",)
   batch_sizes: Sequence[int] = (128, 1024)
   paths: Sequence[str] = PATHS
   encoders: Sequence[str] = tuple(ENCODERS)
@@ -127,6 +140,7 @@ class Case:
   members: int = 1  # Members trained by one program (seeds seed, seed + 1, ...).
   vectorize: bool = True  # Members vmapped (else one after another in the program).
   plain: bool = False  # The hand-written loop of experiments/plain_loop.py instead of ae_jax's.
+  plain_model: str = "flax"  # The plain loop's model: "flax" (plain_loop.flax_model) or "ae_jax" (ae_jax's).
 
   @property
   def family(self) -> str:
@@ -146,6 +160,15 @@ def build_cases(options: Options) -> list[list[Case]]:
   groups = []
   for batch in options.batch_sizes:
     steps = options.steps or max(2, 4096 // batch)
+    if "conv" in options.architectures:
+      conv_steps = options.steps or max(2, CONV_STEPS // batch)
+      for family in options.families:
+        if family != "contractive":
+          config = family_config(family, batch, **CONV_SHAPE)
+          groups.append([Case(config, conv_steps), Case(config, conv_steps, plain=True),
+                         Case(config, conv_steps, plain=True, plain_model="ae_jax")])
+    if "mlp" not in options.architectures:
+      continue
     for family in options.families:
       if family != "contractive":
         config = family_config(family, batch, **MLP_SHAPE)
@@ -302,8 +325,10 @@ class PlainRunner:
   def __init__(self, case: Case, images: jax.Array, warmup: bool = True):
     import plain_loop  # pylint: disable=g-import-not-at-top  # experiments/ is on sys.path.
 
-    self.case, self.loop = case, plain_loop.PlainLoop(case.config, images, seed=case.config.seed)
     model = families.model_from_config(case.config, images.shape[1:])
+    self.case, self.loop = case, plain_loop.PlainLoop(case.config, images, seed=case.config.seed,
+                                                      model=model if case.plain_model == "ae_jax" else None)
+    # ae_jax's model counts the useful multiply-adds (flax's transposed conv also multiplies zeros).
     self.macs = forward_macs(model, self.loop.params, images.shape[1:])
     self.model, self.peak_memory_bytes = describe(case.config, images.shape[1:]), None
     start = time.perf_counter()
@@ -336,6 +361,7 @@ def run_group(cases: Sequence[Case], images, labels, mesh, matmul: Callable[[], 
         times.append(runner())
   plain = runners[0] if cases[0].encoder is not None else None
   hand_written = next((i for i, case in enumerate(cases) if case.plain), None)
+  same_model = next((i for i, case in enumerate(cases) if case.plain and case.plain_model == "ae_jax"), None)
   results = []
   for runner, times in zip(runners, seconds):
     case, config = runner.case, runner.case.config
@@ -362,9 +388,14 @@ def run_group(cases: Sequence[Case], images, labels, mesh, matmul: Callable[[], 
     }
     if case.plain:
       row["loop"] = "plain"
+      if case.config.architecture == "conv":
+        row["plain_model"] = case.plain_model
     elif hand_written is not None:
       # > 1: ae_jax's loop is faster than the hand-written one, per round, then the median.
       row["vs_plain"] = statistics.median(p / case.steps / t for p, t in zip(seconds[hand_written], step_times))
+      if same_model is not None:
+        row["vs_plain_same_model"] = statistics.median(
+            p / case.steps / t for p, t in zip(seconds[same_model], step_times))
     if case.encoder is not None:
       row["encoder"] = case.encoder
     if case.penalty_path is not None:
@@ -433,7 +464,8 @@ def run(options: Options, emit: Callable[[dict[str, Any]], None] = lambda row: N
 def options_from_flags() -> Options:
   """Options from the flags, failing in one line (exit 2) for values the benchmark cannot run."""
   families = list(FAMILIES) if _FAMILY.value == ["all"] else _FAMILY.value
-  for name, values, allowed in (("family", families, FAMILIES), ("paths", _PATHS.value, PATHS),
+  for name, values, allowed in (("family", families, FAMILIES), ("architecture", _ARCHITECTURE.value, ARCHITECTURES),
+                                ("paths", _PATHS.value, PATHS),
                                 ("encoders", _ENCODERS.value, tuple(ENCODERS))):
     bad = [v for v in values if v not in allowed]
     if bad:
@@ -449,7 +481,7 @@ def options_from_flags() -> Options:
     if flag.value < (0 if name == "steps" else 1):
       cli.fail(f"--{name}={flag.value} must be positive")
   options = Options(
-      families=tuple(families), batch_sizes=batch_sizes, paths=tuple(_PATHS.value),
+      families=tuple(families), architectures=tuple(_ARCHITECTURE.value), batch_sizes=batch_sizes, paths=tuple(_PATHS.value),
       encoders=tuple(_ENCODERS.value), steps=_STEPS.value, naive_steps=_NAIVE_STEPS.value,
       naive_max_batch=_NAIVE_MAX_BATCH.value, repeats=_REPEATS.value, num_examples=_NUM_EXAMPLES.value,
       dataset=_DATASET.value, matmul_size=_MATMUL.value, profile_dir=_PROFILE.value)

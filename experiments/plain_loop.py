@@ -3,16 +3,22 @@
 One jitted Flax + optax step per batch: the batch sliced with `lax.dynamic_slice` from a per-epoch
 permutation, one PRNG key per step (folded from the step number), noise drawn for the whole batch
 at once, parameters and optimizer state donated, no sharding, no metrics but the loss. Same model
-(`families.model_from_config`) and the same loss terms (`ae_jax.losses`) as the framework's step.
+(`families.model_from_config`) and the same loss terms (`ae_jax.losses`) as the framework's step,
+except that a conv model is written with flax's own `nn.Conv` and `nn.ConvTranspose` (`flax_model`), as
+a user would: same params and outputs as ae_jax's conv layers, a different computation.
 """
 
+import dataclasses
 import functools
 from typing import Any
 
+import flax.linen as nn
 import jax
 from jax import lax
 import jax.numpy as jnp
 import optax
+
+from ae_jax import activations
 
 from ae_jax import families
 from ae_jax import models
@@ -20,6 +26,54 @@ from ae_jax.losses import corruption
 from ae_jax.losses import reconstruction
 from ae_jax.losses import sparsity
 from ae_jax.losses import variational
+
+
+class FlaxConvEncoder(models.ConvEncoder):
+  """`models.ConvEncoder` as a user writes it, with `nn.Conv`: same fields, params and outputs."""
+
+  @nn.compact
+  def __call__(self, x):
+    act, init = activations.get(self.activation), models.kernel_initializer(self.kernel_init)
+    h = x
+    for i, feat in enumerate(self.features):
+      h = act(nn.Conv(feat, (3, 3), strides=(2, 2), padding="SAME", kernel_init=init, name=f"conv_{i}")(h))
+    h = h.reshape(h.shape[0], -1)
+    return models._code(self, nn.Dense(self.latent_dim, kernel_init=init, name="code")(h))  # pylint: disable=protected-access
+
+
+class FlaxConvDecoder(models.ConvDecoder):
+  """`models.ConvDecoder` as a user writes it: Dense, then `nn.ConvTranspose` 3x3 stride 2, then an
+  `nn.Conv` 3x3 to logits; same fields, params and outputs."""
+
+  @nn.compact
+  def __call__(self, z):
+    height, width, channels = self.output_shape
+    scale = 2 ** len(self.features)
+    act, init = activations.get(self.activation), models.kernel_initializer(self.kernel_init)
+    h = act(nn.Dense((height // scale) * (width // scale) * self.features[-1], kernel_init=init,
+                     name="project")(z))
+    h = h.reshape(z.shape[0], height // scale, width // scale, self.features[-1])
+    for i, feat in enumerate(reversed(self.features)):
+      h = act(nn.ConvTranspose(feat, (3, 3), strides=(2, 2), padding="SAME", kernel_init=init,
+                               name=f"deconv_{i}")(h))
+    return nn.Conv(channels, (3, 3), padding="SAME", kernel_init=init, name="logits")(h)
+
+
+def _as(cls, module):
+  """`module`'s fields in a `cls` (a subclass of its class)."""
+  return cls(**{f.name: getattr(module, f.name) for f in dataclasses.fields(module)
+                if f.init and f.name not in ("parent", "name")})
+
+
+def flax_model(config, input_shape):
+  """The config's model with flax's own layers: ae_jax's, except that conv layers are flax's."""
+  model = families.model_from_config(config, input_shape)
+  if config.architecture != "conv":
+    return model  # Dense layers only: ae_jax's MLP is plain flax already.
+  encoder = model.encoder
+  encoder = (encoder.clone(trunk=_as(FlaxConvEncoder, encoder.trunk)) if isinstance(encoder, models.GaussianEncoder)
+             else _as(FlaxConvEncoder, encoder))
+  return model.clone(encoder=encoder, decoder=_as(FlaxConvDecoder, model.decoder))
 
 
 def make_loss(config, model):
@@ -47,8 +101,9 @@ def make_loss(config, model):
 class PlainLoop:
   """`run(steps)` trains `steps` steps, one jitted call each, and fetches the last loss."""
 
-  def __init__(self, config, images: jax.Array, *, seed: int = 0):
-    model = families.model_from_config(config, images.shape[1:])
+  def __init__(self, config, images: jax.Array, *, seed: int = 0, model=None):
+    """`model`: `flax_model(config, ...)` unless given (e.g. ae_jax's own, to time the loop alone)."""
+    model = flax_model(config, images.shape[1:]) if model is None else model
     self.optimizer = optax.adam(config.learning_rate)
     self.params = models.init(model, jax.random.key(seed), images.shape[1:])
     self.opt_state = self.optimizer.init(self.params)

@@ -59,6 +59,28 @@ def test_cases_follow_the_flags():
   assert jacfwd.config.contractive_path == "jacfwd" and jacfwd.steps == options.naive_steps
 
 
+def test_quick_conv_case_against_flax_and_same_model_plain_loops():
+  options = benchmark.Options(**{**benchmark.QUICK, "families": ("undercomplete",), "architectures": ("conv",)})
+  _, ours, flax, same = benchmark.run(options)
+  for row in (ours, flax, same):
+    _check_case(row)
+    assert row["model"] == "conv 784-32(relu)-64(relu)-20(linear)"
+    assert row["macs_per_example"] == ours["macs_per_example"]  # The useful multiply-adds, for all three.
+  assert (flax["loop"], flax["plain_model"], same["plain_model"]) == ("plain", "flax", "ae_jax")
+  assert ours["vs_plain"] > 0 and ours["vs_plain_same_model"] > 0 and "loop" not in ours
+
+
+def test_conv_cases_follow_the_flags():
+  options = benchmark.Options(families=("vae", "contractive"), architectures=("conv", "mlp"), batch_sizes=(128,))
+  groups = benchmark.build_cases(options)
+  conv = groups[0]
+  assert [(c.family, c.plain, c.plain_model) for c in conv] == [
+      ("vae", False, "flax"), ("vae", True, "flax"), ("vae", True, "ae_jax")]  # No conv contractive case.
+  assert conv[0].config.architecture == "conv" and tuple(conv[0].config.widths) == (32, 64)
+  assert all(c.steps == benchmark.CONV_STEPS // 128 for c in conv)
+  assert [g[0].config.architecture for g in groups] == ["conv", "mlp", "mlp", "mlp"]  # vae, contractive A, B.
+
+
 def test_main_prints_json_lines_and_writes_them_to_out(tmp_path, capsys):
   with flagsaver.flagsaver():  # In-process: the subprocess test below covers the script itself.
     argv = cli.parse_flags([SCRIPT, "--quick", "--family=vae", f"--out={tmp_path}/bench.jsonl"])
@@ -81,3 +103,19 @@ def test_script_rejects_a_bad_family_in_one_line():
   assert out.returncode == 2
   assert out.stderr.strip().splitlines() == [
       "error: --family=gan is not one of: undercomplete, sparse, denoising, vae, contractive"]
+
+
+def test_plain_flax_conv_model_is_ae_jax_model_in_flax_layers():
+  import plain_loop  # pylint: disable=g-import-not-at-top  # experiments/ is on sys.path (conftest).
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from ae_jax import families, models  # pylint: disable=g-import-not-at-top
+
+  config = benchmark.family_config("vae", 4, **{**benchmark.CONV_SHAPE, "widths": (4, 8)})
+  ours, flax = families.model_from_config(config, (8, 8, 1)), plain_loop.flax_model(config, (8, 8, 1))
+  assert type(flax.encoder.trunk).__name__ == "FlaxConvEncoder" and type(flax.decoder).__name__ == "FlaxConvDecoder"
+  params = models.init(ours, jax.random.key(0), (8, 8, 1))
+  jax.tree.map(np.testing.assert_array_equal, params, models.init(flax, jax.random.key(0), (8, 8, 1)))
+  x = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+               ours.apply({"params": params}, x), flax.apply({"params": params}, x))

@@ -124,3 +124,19 @@ def test_bad_model_init_options_fail_in_one_line(overrides, fragment):
   with pytest.raises(config_lib.ConfigError) as e:
     config_lib.validate(config)
   assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_conv_transpose_2x_equals_flax_conv_transpose():
+  """Same params, initial values, outputs and gradients as the flax layer it replaces."""
+  x = jax.random.normal(jax.random.key(0), (2, 3, 4, 5))
+  ours, flax = models.ConvTranspose2x(6), models.nn.ConvTranspose(6, (3, 3), strides=(2, 2), padding="SAME")
+  params = ours.init(jax.random.key(1), x)
+  flax_params = flax.init(jax.random.key(1), x)
+  jax.tree.map(np.testing.assert_array_equal, params, flax_params)
+  params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.key(2), p.shape), params)  # Nonzero bias.
+  y = ours.apply(params, x)
+  assert y.shape == (2, 6, 8, 6)
+  np.testing.assert_allclose(y, flax.apply(params, x), rtol=1e-5, atol=1e-5)
+  loss = lambda module: lambda p, x: (module.apply(p, x) * jnp.arange(6.0)).sum() ** 2
+  grads, flax_grads = (jax.grad(loss(m), argnums=(0, 1))(params, x) for m in (ours, flax))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3), grads, flax_grads)

@@ -143,3 +143,16 @@ def test_training_length_in_epochs_and_the_data_mean_output_bias(tmp_path):
     assert json.load(f)["num_epochs"] == 2
   np.testing.assert_allclose(result["params"]["decoder"]["logits"]["bias"],
                              models.data_mean_logits(ds.train_images).reshape(-1), atol=1e-6)
+
+
+def test_a_conv_model_on_cpu_gets_one_line_on_what_to_expect():
+  from ae_jax import train  # pylint: disable=g-import-not-at-top
+
+  config = family_config("undercomplete")
+  assert train.conv_cpu_warning(config) is None  # MLP.
+  config.update({"architecture": "conv", "widths": (32, 64)})
+  line = train.conv_cpu_warning(config)
+  if jax.default_backend() == "cpu":
+    assert "ms per step" in line and "(32, 64)" in line and "\n" not in line
+  else:
+    assert line is None
