@@ -1,6 +1,6 @@
 # The same jitted SGD step, 4 times: one jit call each, lax.scan, unrolled scan, fori_loop.
 # At 3d3f8c8 (phase convs, autodiff gradients) it shows the scan slowdown; at HEAD the convs are
-# conv2d (where3-style numbers in notes_conv.md; this script was not rerun at HEAD).
+# conv2d (where3-style numbers in docs/conv_speed/NOTES.md; this script was not rerun at HEAD).
 #   PYTHONPATH=. python docs/conv_speed/where2.py
 import re, time, statistics, sys
 import jax, jax.numpy as jnp
