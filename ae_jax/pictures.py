@@ -181,13 +181,15 @@ def save_curves(
     *,
     title: str | None = None,
 ) -> str:
-  """Training curves: one panel per key, value against "step", from a list of metric dicts.
+  """Training curves, value against "step", from a list of metric dicts: one panel per term, with a
+  key and its `test_` twin (e.g. loss_rec and test_loss_rec) overlaid, so over-fitting shows at a
+  glance.
 
   Records without "step" or the key (or with a non-finite value) are skipped, as are keys found in
   no record; a panel uses a log y-axis when all its values are positive. With no data at all the
   picture says so instead of failing, since this runs at the end of training.
   """
-  series = {}
+  panels: dict[str, dict[str, np.ndarray]] = {}  # term -> {"train" | "test": (n, 2) points}
   for key in keys:
     points = []
     for record in history:
@@ -196,21 +198,25 @@ def save_curves(
         if math.isfinite(value):
           points.append((float(np.asarray(record["step"])), value))
     if points:
-      series[key] = np.array(sorted(points))
-  panels = max(1, len(series))
-  fig = _new_figure(6.0, 2.2 * panels + 0.6)
-  if not series:
+      term, split = (key[len("test_"):], "test") if key.startswith("test_") else (key, "train")
+      panels.setdefault(term, {})[split] = np.array(sorted(points))
+  fig = _new_figure(6.0, 2.2 * max(1, len(panels)) + 0.6)
+  if not panels:
     ax = fig.add_subplot()
     ax.text(0.5, 0.5, f"no data for {list(keys)}", ha="center", va="center", transform=ax.transAxes)
     ax.set_axis_off()
-  for i, (key, points) in enumerate(series.items()):
-    ax = fig.add_subplot(panels, 1, i + 1)
-    ax.plot(points[:, 0], points[:, 1], marker="." if len(points) < 50 else None)
-    if np.all(points[:, 1] > 0):
+  for i, (term, lines) in enumerate(panels.items()):
+    ax = fig.add_subplot(len(panels), 1, i + 1)
+    for split, points in sorted(lines.items(), key=lambda item: item[0] != "train"):
+      ax.plot(points[:, 0], points[:, 1], marker="." if len(points) < 50 else None, label=split,
+              linestyle="-" if split == "train" else "--")
+    if all(np.all(points[:, 1] > 0) for points in lines.values()):
       ax.set_yscale("log")
-    ax.set_ylabel(key)
+    ax.set_ylabel(term)
     ax.grid(True, alpha=0.3)
-    if i == panels - 1:
+    if len(lines) > 1:
+      ax.legend(loc="upper right", fontsize="small")
+    if i == len(panels) - 1:
       ax.set_xlabel("step")
   if title:
     fig.suptitle(title)

@@ -86,6 +86,16 @@ def test_save_curves_skips_missing_keys(tmp_path):
   assert _read_png(empty).ndim == 3
 
 
+def test_save_curves_overlays_train_and_test_of_a_term_in_one_panel(tmp_path):
+  history = [{"step": s, "loss": 1.0 / (s + 1), "loss_rec": 2.0 / (s + 1)} for s in range(1, 10)]
+  history += [{"step": s, "test_loss": 1.5 / s, "test_loss_rec": 2.5 / s} for s in (5, 9)]
+  keys = ["loss", "test_loss", "loss_rec", "test_loss_rec"]
+  path = pictures.save_curves(tmp_path / "curves.png", history, keys)
+  assert _read_png(path).shape[:2] == (500, 600)  # Two panels (loss, loss_rec), not four.
+  only_test = pictures.save_curves(tmp_path / "test.png", history, ["test_loss"])
+  assert _read_png(only_test).shape[:2] == (280, 600)  # One panel, named after the term.
+
+
 def test_interpolate_endpoints():
   z_a, z_b = np.array([0.0, 1.0, 2.0]), np.array([4.0, 1.0, -2.0])
   path = pictures.interpolate(z_a, z_b, 5)
