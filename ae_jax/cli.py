@@ -280,12 +280,12 @@ def _own_or_warning(record) -> bool:
   return record.levelno >= std_logging.WARNING or os.path.abspath(record.pathname).startswith(_OWN_CODE)
 
 
-def quiet_library_logs() -> None:
+def quiet_library_logs(verbose: bool | None = None) -> None:
   """Keeps the libraries' INFO lines (orbax's dictionaries at every save, clu's hyperparameter dump) out
   of the default log, so progress lines stand out: ae_jax's own INFO, everyone's warnings and errors.
   `--verbosity=1` shows everything."""
   handler = absl_logging.get_absl_handler()  # Every Python logger's records end there (jax's, orbax's, ours).
-  if flags.FLAGS.verbosity >= 1:
+  if flags.FLAGS.verbosity >= 1 if verbose is None else verbose:
     handler.removeFilter(_own_or_warning)
     return
   if _own_or_warning not in handler.filters:
