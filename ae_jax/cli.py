@@ -262,6 +262,17 @@ def _loaded_by(error_or_frame, loader_dir: str) -> bool:
   return os.path.abspath(error_or_frame.filename).startswith(loader_dir)
 
 
+def positive_ints(flag: str, values: list[str]) -> list[int]:
+  """A comma-separated list flag of positive integers (--batch_size=128,1024), or one line and exit 2."""
+  try:
+    out = [int(v) for v in values]
+  except ValueError:
+    out = []
+  if not out or min(out) <= 0:
+    fail(f"--{flag}={','.join(values)} must be a comma-separated list of positive integers")
+  return out
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing that reports a bad flag in one line and exits 2 (instead of a usage dump)."""
   with flag_errors(), _get_config_returning_none():

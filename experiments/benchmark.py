@@ -470,12 +470,7 @@ def options_from_flags() -> Options:
     bad = [v for v in values if v not in allowed]
     if bad:
       cli.fail(f"--{name}={','.join(bad)} is not one of: {', '.join(allowed)}")
-  try:
-    batch_sizes = tuple(int(b) for b in _BATCH.value)
-  except ValueError:
-    cli.fail(f"--batch_size={','.join(_BATCH.value)} must be a comma-separated list of integers")
-  if not batch_sizes or min(batch_sizes) <= 0:
-    cli.fail("--batch_size needs positive integers")
+  batch_sizes = tuple(cli.positive_ints("batch_size", _BATCH.value))
   for name, flag in (("steps", _STEPS), ("naive_steps", _NAIVE_STEPS), ("repeats", _REPEATS),
                      ("num_examples", _NUM_EXAMPLES), ("matmul_size", _MATMUL)):
     if flag.value < (0 if name == "steps" else 1):

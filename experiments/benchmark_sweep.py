@@ -168,12 +168,7 @@ def end_to_end(num_steps: int, learning_rates, seeds: int) -> dict[str, Any]:
 def main(argv):
   if len(argv) > 1:
     cli.fail(f"unexpected arguments {argv[1:]}; flags look like --members=16 --widths=400,64")
-  try:
-    widths = [int(w) for w in _WIDTHS.value]
-  except ValueError:
-    cli.fail(f"--widths={','.join(_WIDTHS.value)} must be a comma-separated list of integers")
-  if not widths or min(widths) <= 0:
-    cli.fail("--widths needs positive integers")
+  widths = cli.positive_ints("widths", _WIDTHS.value)
   options = benchmark.Options(batch_sizes=(128,), repeats=_REPEATS.value)
   members, num_steps, learning_rates, seeds = _MEMBERS.value, _NUM_STEPS.value, LEARNING_RATES, 4
   if _QUICK.value:

@@ -220,15 +220,12 @@ def device_info() -> dict[str, Any]:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(f"unexpected arguments {argv[1:]}; flags look like --batch_size=128,1024")
-  try:
-    batches = [int(b) for b in _BATCH.value]
-  except ValueError:
-    cli.fail(f"--batch_size={','.join(_BATCH.value)} must be a comma-separated list of integers")
+  batches = cli.positive_ints("batch_size", _BATCH.value)
   steps, repeats, num, warmup = _STEPS.value, _REPEATS.value, _NUM.value, True
   if _QUICK.value:
     batches, steps, repeats, num, warmup = [16], 2, 1, 256, False
-  if not batches or min(batches) <= 0 or max(batches) > num:
-    cli.fail(f"--batch_size needs positive integers no larger than --num_examples={num}")
+  if max(batches) > num:
+    cli.fail(f"--batch_size needs batches no larger than --num_examples={num}")
   images = jax.device_put(np.random.default_rng(0).random((num, *SHAPE), np.float32))
   out = open(_OUT.value, "w") if _OUT.value else None  # pylint: disable=consider-using-with
   def emit(row: dict[str, Any]) -> None:
