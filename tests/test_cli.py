@@ -86,9 +86,10 @@ FLOAT_KEYS = ("learning_rate", "sparsity_weight", "rho", "auxk_weight", "noise_l
               "beta", "b1", "b2", "eps", "grad_clip", "weight_decay", "warmup_steps", "final_lr_fraction",
               "decay_rate", "decay_steps")
 POSITIVE_INT_KEYS = ("batch_size", "num_steps", "latent_dim", "log_every", "eval_every", "checkpoint_every",
-                     "iwae_samples", "probe_max_iter")
-NUMERIC_KEYS = FLOAT_KEYS + POSITIVE_INT_KEYS + ("num_pictures", "topk", "auxk", "seed", "num_epochs",
-                                                 "vae_samples", "probe_examples")
+                     "probe_max_iter")
+NON_NEGATIVE_INT_KEYS = ("num_epochs", "probe_examples", "iwae_samples")  # 0 means something (see default.py).
+NUMERIC_KEYS = FLOAT_KEYS + POSITIVE_INT_KEYS + NON_NEGATIVE_INT_KEYS + ("num_pictures", "topk", "auxk", "seed",
+                                                                         "vae_samples")
 CHOICE_KEYS = {
     "family": (families.NAMES, None),
     "architecture": (config_lib.ARCHITECTURES, None),
@@ -112,12 +113,14 @@ CHOICE_KEYS = {
 @st.composite
 def _invalid_setting(draw):
   """(family or None, key, an invalid value for it)."""
-  kind = draw(st.sampled_from(["non_finite", "non_positive", "string", "choice"]))
+  kind = draw(st.sampled_from(["non_finite", "non_positive", "negative", "string", "choice"]))
   if kind == "non_finite":
     number = draw(st.sampled_from([math.nan, math.inf, -math.inf]))
     return None, draw(st.sampled_from(FLOAT_KEYS)), draw(st.sampled_from([float, np.float32, np.float64]))(number)
   if kind == "non_positive":
     return None, draw(st.sampled_from(POSITIVE_INT_KEYS)), draw(st.integers(max_value=0))
+  if kind == "negative":
+    return None, draw(st.sampled_from(NON_NEGATIVE_INT_KEYS)), draw(st.integers(max_value=-1))
   if kind == "string":
     return None, draw(st.sampled_from(NUMERIC_KEYS)), draw(st.text(max_size=8))
   key = draw(st.sampled_from(sorted(CHOICE_KEYS)))
@@ -149,14 +152,17 @@ def _invalid_flag_value(key: str, current) -> st.SearchStrategy:
   if isinstance(current, float):
     return st.sampled_from(["nan", "inf", "-inf", "-1.5", "abc"] if key in ("learning_rate",) else ["nan", "inf", "abc"])
   if isinstance(current, int):
-    return st.sampled_from(["0", "-3", "1.5", "abc"] if key in POSITIVE_INT_KEYS else ["1.5", "abc"])
+    if key in POSITIVE_INT_KEYS:
+      return st.sampled_from(["0", "-3", "1.5", "abc"])
+    return st.sampled_from(["-3", "1.5", "abc"] if key in NON_NEGATIVE_INT_KEYS else ["1.5", "abc"])
   if key in CHOICE_KEYS and CHOICE_KEYS[key][1] is None:
     return st.text(alphabet="abcxyz_", min_size=1, max_size=6).filter(lambda v: v not in CHOICE_KEYS[key][0])
   return st.nothing()
 
 
 _FLAG_KEYS = sorted(k for k, v in default.get_config().items()
-                    if k in FLOAT_KEYS + POSITIVE_INT_KEYS or (k in CHOICE_KEYS and CHOICE_KEYS[k][1] is None))
+                    if k in FLOAT_KEYS + POSITIVE_INT_KEYS + NON_NEGATIVE_INT_KEYS
+                    or (k in CHOICE_KEYS and CHOICE_KEYS[k][1] is None))
 
 
 @st.composite
