@@ -87,7 +87,7 @@ FLOAT_KEYS = ("learning_rate", "sparsity_weight", "rho", "auxk_weight", "noise_l
               "decay_rate", "decay_steps")
 POSITIVE_INT_KEYS = ("batch_size", "num_steps", "latent_dim", "log_every", "eval_every", "checkpoint_every",
                      "iwae_samples", "probe_max_iter")
-NUMERIC_KEYS = FLOAT_KEYS + POSITIVE_INT_KEYS + ("num_pictures", "topk", "auxk", "seed", "num_epochs",
+NUMERIC_KEYS = FLOAT_KEYS + POSITIVE_INT_KEYS + ("num_pictures", "topk", "auxk", "dead_after", "seed", "num_epochs",
                                                  "vae_samples", "probe_examples")
 CHOICE_KEYS = {
     "family": (families.NAMES, None),
