@@ -204,3 +204,15 @@ def test_an_exception_in_a_user_term_names_the_term_and_keeps_the_users_tracebac
   first = next(line for line in out.stderr.splitlines() if line.startswith("error:"))
   assert "extra term 'explode' (bad_terms:explode) raised NameError" in first
   assert "bad_terms.py" in out.stderr and "undefined_name" in out.stderr  # The user's own frame.
+
+
+def test_the_sparse_mnist_reproduction_variants_are_valid():
+  from configs.reproduce import sparse_mnist  # pylint: disable=g-import-not-at-top
+
+  kl, topk = sparse_mnist.get_config("kl"), sparse_mnist.get_config("topk")
+  for config in (kl, topk):
+    config_lib.validate(config)
+  assert (kl.sparsity, kl.code_activation, kl.sparsity_weight) == ("kl", "sigmoid", 5.0)
+  assert (topk.sparsity, topk.topk, tuple(topk.widths), topk.dead_after) == ("topk", 16, (), 10_000)
+  with pytest.raises(ValueError, match="unknown variant"):
+    sparse_mnist.get_config("l1")
