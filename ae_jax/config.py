@@ -80,6 +80,7 @@ def validate(config) -> None:
         raise ConfigError(f"--config.topk={config.topk} must be in [1, latent_dim={config.latent_dim}]")
       if config.auxk <= 0 or config.auxk_weight < 0:
         raise ConfigError(f"--config.auxk={config.auxk} must be positive and --config.auxk_weight >= 0")
+      _positive(config, "dead_after")
       if config.code_activation not in ("linear", "relu"):
         raise ConfigError("--config.sparsity=topk applies its own ReLU to the top k codes: set "
                           "--config.code_activation=linear")
@@ -207,7 +208,7 @@ def check_finite(config) -> None:
 
   float_keys = hparams.FLOAT_KEYS
   int_keys = ("batch_size", "num_steps", "latent_dim", "log_every", "eval_every", "checkpoint_every",
-              "iwae_samples", "num_pictures", "topk", "auxk", "seed", "num_epochs", "vae_samples",
+              "iwae_samples", "num_pictures", "topk", "auxk", "dead_after", "seed", "num_epochs", "vae_samples",
               "probe_examples", "probe_max_iter")
 
   def is_float(value) -> bool:

@@ -1,14 +1,17 @@
 """The five autoencoder families: one small named function each over the pure terms in `ae_jax.losses`,
 and one registry (`FAMILIES`) that validation, models, evaluation, pictures, compare and benchmark read.
 
-A family's objective is `objective(setup, params, x, keys, hp) -> (per-example loss, {named terms}, Forward)`;
-`build` turns it into the loss the step differentiates,
+A family's objective is `objective(setup, params, x, keys, hp, state) -> (per-example loss, {named terms},
+Forward, new state)`; `build` turns it into the loss the step differentiates,
 
-    loss_fn(params, batch, keys, hp) -> (loss, {"loss": ..., "loss_rec": ..., ...})
+    loss_fn(params, batch, keys, hp, state) -> (loss, ({"loss": ..., "loss_rec": ..., ...}, new state))
 
 where `batch["image"]` is (B, H, W, C) in [0, 1], `keys` holds one PRNG key per example (so every draw
 is independent of how the batch is split over devices) and `hp` is the hyperparameter pytree of
-`ae_jax.hparams` (weights, beta, rho, noise level: data, never constants).
+`ae_jax.hparams` (weights, beta, rho, noise level: data, never constants). `state` is the family's
+training state besides the parameters (`init_state`: {} for most families; TopK's examples since each
+unit last fired), read by the loss and returned updated, never differentiated; the train state carries
+it from step to step as `TrainState.model_state`.
 
 User terms: any function `term(forward: Forward) -> (B,)` can be added by import path, e.g.
 `config.extra_terms = "my_pkg.terms:orthogonality=0.1"`; it is averaged, weighted by
@@ -36,8 +39,9 @@ from ae_jax.losses import reconstruction
 from ae_jax.losses import sparsity
 from ae_jax.losses import variational
 
-LossFn = Callable[[Any, dict[str, jax.Array], jax.Array, dict[str, jax.Array]],
-                  tuple[jax.Array, dict[str, jax.Array]]]
+State = dict[str, jax.Array]
+LossFn = Callable[[Any, dict[str, jax.Array], jax.Array, dict[str, jax.Array], State],
+                  tuple[jax.Array, tuple[dict[str, jax.Array], State]]]
 Term = Callable[["Forward"], jax.Array]
 VAE_OBJECTIVES = ("elbo", "iwae")  # config.vae_objective
 
@@ -76,12 +80,12 @@ class Setup:
 
   def autoencode(self, params, x, x_in, keys) -> tuple[Forward, dict[str, Any]]:
     """A deterministic AE's forward pass, with the intermediates it sowed (TopK's pre-codes)."""
-    (code, logits), state = self.apply(params, x_in, mutable=["intermediates"])
-    return Forward(self.model, params, x, x_in, code, logits, keys), state
+    (code, logits), sown = self.apply(params, x_in, mutable=["intermediates"])
+    return Forward(self.model, params, x, x_in, code, logits, keys), sown
 
 
-Objective = Callable[[Setup, Any, jax.Array, jax.Array, dict[str, jax.Array]],
-                     tuple[jax.Array, dict[str, jax.Array], Forward]]
+Objective = Callable[[Setup, Any, jax.Array, jax.Array, dict[str, jax.Array], State],
+                     tuple[jax.Array, dict[str, jax.Array], Forward, State]]
 
 
 def _stream(keys: jax.Array, stream: int) -> jax.Array:
@@ -89,17 +93,30 @@ def _stream(keys: jax.Array, stream: int) -> jax.Array:
   return jax.vmap(jax.random.fold_in, (0, None))(keys, stream)
 
 
-def undercomplete(setup: Setup, params, x, keys, hp):
+def init_state(config) -> State:
+  """A member's family state at step 0: for TopK, `examples_since_fired` (int32, one per code unit,
+  `sparsity.update_since_fired`); {} for every other family."""
+  if config.family == "sparse" and config.sparsity == "topk":
+    return {"examples_since_fired": jnp.zeros((config.latent_dim,), jnp.int32)}
+  return {}
+
+
+def undercomplete(setup: Setup, params, x, keys, hp, state):
   """Reconstruction alone: the bottleneck is the constraint."""
   del hp
   forward, _ = setup.autoencode(params, x, x, keys)
   rec = setup.reconstruction(forward.logits, x)
-  return rec, {"loss_rec": rec.mean()}, forward
+  return rec, {"loss_rec": rec.mean()}, forward, state
 
 
-def sparse(setup: Setup, params, x, keys, hp):
-  """Reconstruction plus an L1 or KL penalty on the code, or TopK codes with the AuxK loss."""
-  forward, state = setup.autoencode(params, x, x, keys)
+def sparse(setup: Setup, params, x, keys, hp, state):
+  """Reconstruction plus an L1 or KL penalty on the code, or TopK codes with the AuxK loss.
+
+  TopK's dead units (those AuxK asks to model the residual) are those that have not fired for
+  `config.dead_after` training examples, counted in `state["examples_since_fired"]` over the global
+  batch (Gao et al. 2024); `batch_dead_fraction` still reports the units silent for this whole batch.
+  """
+  forward, sown = setup.autoencode(params, x, x, keys)
   rec = setup.reconstruction(forward.logits, x)
   terms = {"loss_rec": rec.mean()}
   kind = setup.config.sparsity
@@ -109,15 +126,19 @@ def sparse(setup: Setup, params, x, keys, hp):
     penalty = sparsity.kl_divergence(forward.code, rho=hp["rho"], axis_name=setup.axis_name).sum()
     weight = hp["sparsity_weight"]
   elif kind == "topk":  # TopK is in the model; AuxK revives the dead units.
-    dead = sparsity.dead_units(forward.code, axis_name=setup.axis_name)
-    aux = sparsity.auxk_code(state["intermediates"]["encoder"]["pre_code"][0], dead, k=setup.config.auxk)
+    since = sparsity.update_since_fired(state["examples_since_fired"], forward.code, axis_name=setup.axis_name)
+    state = {**state, "examples_since_fired": since}
+    dead = sparsity.windowed_dead_units(since, dead_after=setup.config.dead_after)
+    aux = sparsity.auxk_code(sown["intermediates"]["encoder"]["pre_code"][0], dead, k=setup.config.auxk)
     penalty = jnp.where(dead.any(), _auxk_loss(setup, params, forward, aux), 0.0)
     weight = hp["auxk_weight"]
-    terms["batch_dead_fraction"] = dead.mean()  # Not the test split's dead_fraction.
+    # Neither is the test split's dead_fraction (units on for no test example).
+    terms["batch_dead_fraction"] = sparsity.dead_units(forward.code, axis_name=setup.axis_name).mean()
+    terms["dead_fraction_window"] = dead.mean()
   else:
     raise ValueError(f"unknown sparsity {kind!r}; choose 'l1', 'kl' or 'topk'")
   terms["loss_" + ("auxk" if kind == "topk" else kind)] = penalty
-  return rec + weight * penalty, terms, forward
+  return rec + weight * penalty, terms, forward, state
 
 
 def _auxk_loss(setup: Setup, params, forward: Forward, aux_code: jax.Array) -> jax.Array:
@@ -132,16 +153,16 @@ def _auxk_loss(setup: Setup, params, forward: Forward, aux_code: jax.Array) -> j
   return reconstruction.squared_error(decode(code + aux_code) - decode(code), residual).mean()
 
 
-def denoising(setup: Setup, params, x, keys, hp):
+def denoising(setup: Setup, params, x, keys, hp, state):
   """Reconstruct the clean input from a corrupted one (noise drawn from each example's key)."""
   noise = functools.partial(corruption.corrupt, kind=setup.config.noise, level=hp["noise_level"])
   x_in = jax.vmap(noise)(_stream(keys, 1), x)
   forward, _ = setup.autoencode(params, x, x_in, keys)
   rec = setup.reconstruction(forward.logits, x)
-  return rec, {"loss_rec": rec.mean()}, forward
+  return rec, {"loss_rec": rec.mean()}, forward, state
 
 
-def contractive_(setup: Setup, params, x, keys, hp):
+def contractive_(setup: Setup, params, x, keys, hp, state):
   """Reconstruction plus the encoder Jacobian's squared Frobenius norm, exactly (or estimated)."""
   forward, _ = setup.autoencode(params, x, x, keys)
   rec = setup.reconstruction(forward.logits, x)
@@ -154,10 +175,10 @@ def contractive_(setup: Setup, params, x, keys, hp):
       # Per-example probes (an independent stream of each example's key): device-count invariant.
       key=_stream(keys, 1) if path == "stochastic" else None)
   return (rec + hp["contractive_weight"] * penalty,
-          {"loss_rec": rec.mean(), "loss_contractive": penalty.mean()}, forward)
+          {"loss_rec": rec.mean(), "loss_contractive": penalty.mean()}, forward, state)
 
 
-def vae(setup: Setup, params, x, keys, hp):
+def vae(setup: Setup, params, x, keys, hp, state):
   """The negative ELBO with a beta on the KL, or the negative importance-weighted bound (IWAE).
 
   config.vae_samples = k reparameterized samples from q(z|x) per example (one from the example's own
@@ -183,7 +204,7 @@ def vae(setup: Setup, params, x, keys, hp):
   else:
     raise ValueError(f"unknown vae_objective {setup.config.vae_objective!r}; choose one of "
                      f"{', '.join(VAE_OBJECTIVES)}")
-  return per_example, terms, forward
+  return per_example, terms, forward, state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,23 +320,25 @@ def _check_term(name: str, value: Any, shape: tuple[int, ...]) -> jax.Array:
 
 
 def build(config, model: nn.Module, *, axis_name: str | None = None) -> LossFn:
-  """Returns `loss_fn(params, batch, keys, hp)` of `config.family` for `model`.
+  """Returns `loss_fn(params, batch, keys, hp, state) -> (loss, (terms, new state))` of `config.family`
+  for `model`; `state` starts as `init_state(config)`.
 
   Reads only structure keys of `config`; every number comes from `hp`. `axis_name` names the
-  data-parallel axis for terms that need global batch statistics; leave it None outside `shard_map`.
+  data-parallel axis for terms (and state updates) that need global batch statistics; leave it None
+  outside `shard_map`.
   """
   objective = get(config.family).objective
   setup = Setup(model, config, axis_name)
   extra = extra_terms(config.extra_terms)
 
-  def loss_fn(params, batch, keys, hp):
-    per_example, terms, forward = objective(setup, params, batch["image"], keys, hp)
+  def loss_fn(params, batch, keys, hp, state):
+    per_example, terms, forward, state = objective(setup, params, batch["image"], keys, hp, state)
     loss = per_example.mean()
     for name, fn in extra.items():
       value = _check_term(name, fn(forward), per_example.shape)
       terms[f"loss_{name}"] = value
       loss = loss + hp[hparams.EXTRA_PREFIX + name] * value
     terms["loss"] = loss
-    return loss, terms
+    return loss, (terms, state)
 
   return loss_fn

@@ -44,6 +44,9 @@ class TrainState:
   params: Any
   opt_state: Any
   diverged_at: jax.Array  # 0 while the loss is finite, else the step that was not (the state is frozen).
+  # The family's state besides the parameters (`families.init_state`; {} for most families): the loss
+  # reads it and returns it updated, over the global batch, so it is the same on every device.
+  model_state: Any
 
 
 def make_mesh(num_members: int = 1, devices=None) -> Mesh:
@@ -178,16 +181,19 @@ def _step_key(seed) -> jax.Array:
   return jax.random.split(run_keys(seed)[1])[1]
 
 
-def init_state(params, make_opt: MakeOptimizer, hp: HP) -> TrainState:
+def init_state(params, make_opt: MakeOptimizer, hp: HP, model_state: Any = None) -> TrainState:
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=make_opt(hp).init(params),
-                    diverged_at=jnp.zeros((), jnp.int32))
+                    diverged_at=jnp.zeros((), jnp.int32),
+                    model_state=jax.tree.map(jnp.asarray, {} if model_state is None else model_state))
 
 
-def make_init(init_params: Callable[[jax.Array], Any], make_opt: MakeOptimizer, mesh: Mesh):
-  """Jitted `hp (stacked) -> TrainState (stacked)`: each member initialised from its own seed."""
+def make_init(init_params: Callable[[jax.Array], Any], make_opt: MakeOptimizer, mesh: Mesh, *,
+              model_state: Any = None):
+  """Jitted `hp (stacked) -> TrainState (stacked)`: each member initialised from its own seed, with
+  `model_state` (`families.init_state`, the same for every member; default {})."""
 
   def one(hp):
-    return init_state(init_params(run_keys(hp["seed"])[0]), make_opt, hp)
+    return init_state(init_params(run_keys(hp["seed"])[0]), make_opt, hp, model_state)
 
   return jax.jit(jax.vmap(one), out_shardings=member_sharding(mesh))
 
@@ -207,7 +213,8 @@ def make_train_step(loss_fn, make_opt: MakeOptimizer, mesh: Mesh, *, dynamic_bin
     # and the pmean below is the one all-reduce. Without the cast, shard_map's autodiff would sum
     # the gradients of replicated inputs over devices by itself.
     params = jax.tree.map(lambda p: lax.pcast(p, DATA, to="varying"), state.params)
-    (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, keys, hp)
+    (_, (terms, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, batch, keys, hp, state.model_state)
     grads = lax.pmean(grads, DATA)
     terms = lax.pmean(terms, DATA)
     updates, opt_state = make_opt(hp).update(grads, state.opt_state, state.params)
@@ -218,7 +225,8 @@ def make_train_step(loss_fn, make_opt: MakeOptimizer, mesh: Mesh, *, dynamic_bin
     # (A branch for one member; under vmap it becomes a select over the members.)
     alive = state.diverged_at == 0
     good = alive & jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
-    new = TrainState(step=state.step + 1, params=params, opt_state=opt_state, diverged_at=state.diverged_at)
+    new = TrainState(step=state.step + 1, params=params, opt_state=opt_state, diverged_at=state.diverged_at,
+                     model_state=model_state)
     frozen = state.replace(diverged_at=jnp.where(alive, state.step + 1, state.diverged_at))
     return lax.cond(good, lambda: new, lambda: frozen), metrics
 

@@ -47,22 +47,24 @@ class Member:
 
 
 def make_evaluate(loss_fn: families.LossFn, *, batch_size: int = 500):
-  """Returns `evaluate(params, hp, images, labels, keys) -> [{name: mean over the set}] per member`.
+  """Returns `evaluate(params, model_state, hp, images, labels, keys) -> [{name: mean over the set}] per
+  member`.
 
-  `params`, `hp` and `keys` carry the member axis; all members are evaluated in each call.
+  `params`, `model_state`, `hp` and `keys` carry the member axis; all members are evaluated in each
+  call. Each batch starts from the training's `model_state` (what the loss returns is dropped).
   """
 
   @jax.jit
-  def eval_batch(params, hp, images, labels, keys):
-    def one(p, h, key):
-      return loss_fn(p, {"image": images, "label": labels}, jax.random.split(key, images.shape[0]), h)[1]
-    return jax.vmap(one)(params, hp, keys)
+  def eval_batch(params, model_state, hp, images, labels, keys):
+    def one(p, s, h, key):
+      return loss_fn(p, {"image": images, "label": labels}, jax.random.split(key, images.shape[0]), h, s)[1][0]
+    return jax.vmap(one)(params, model_state, hp, keys)
 
-  def evaluate(params, hp, images, labels, keys) -> list[dict[str, float]]:
+  def evaluate(params, model_state, hp, images, labels, keys) -> list[dict[str, float]]:
     totals, count = {}, 0
     for i, start in enumerate(range(0, len(images), batch_size)):
       x, y = images[start:start + batch_size], labels[start:start + batch_size]
-      terms = eval_batch(params, hp, x, y, jax.vmap(jax.random.fold_in, (0, None))(keys, i))
+      terms = eval_batch(params, model_state, hp, x, y, jax.vmap(jax.random.fold_in, (0, None))(keys, i))
       for k, v in terms.items():
         totals[k] = totals.get(k, 0.0) + v * len(x)
       count += len(x)
@@ -122,7 +124,7 @@ def train_members(members: list[Member], ds: data.Dataset, *, devices=None) -> l
     model = families.model_from_config(config, ds.example_shape)
     eval_loss = families.build(config, model)
     hp_list = [hparams.from_config(m.config) for m in members]
-    _check_traces(eval_loss, model, ds, hp_list[0])
+    _check_traces(eval_loss, model, ds, hp_list[0], families.init_state(config))
   except ValueError as e:
     raise config_lib.ConfigError(str(e)) from None
   _prepare_workdirs(members)
@@ -130,7 +132,7 @@ def train_members(members: list[Member], ds: data.Dataset, *, devices=None) -> l
   make_opt = make_optimizer(config, ds)
   bias = models.data_mean_logits(ds.train_images) if config.init_output_bias == "data_mean" else None
   init = step_lib.make_init(lambda key: models.init(model, key, ds.example_shape, output_bias=bias), make_opt,
-                            mesh)
+                            mesh, model_state=families.init_state(config))
   fresh = multihost.fetch(init(hparams.stack(hp_list)))
   states, checkpointers = [], []
   for i, m in enumerate(members):
@@ -178,13 +180,14 @@ def _prepare_workdirs(members: list[Member]) -> None:
   multihost.barrier("train_members: workdirs prepared")
 
 
-def _check_traces(loss_fn, model, ds: data.Dataset, hp) -> None:
+def _check_traces(loss_fn, model, ds: data.Dataset, hp, model_state) -> None:
   """Traces the loss on a batch of two (no compute): user terms of the wrong shape fail here."""
   params = jax.eval_shape(lambda: models.init(model, jax.random.key(0), ds.example_shape))
   batch = {"image": jax.ShapeDtypeStruct((2, *ds.example_shape), np.float32),
            "label": jax.ShapeDtypeStruct((2,), np.int32)}
   jax.eval_shape(loss_fn, params, batch, jax.random.split(jax.random.key(0), 2),
-                 {k: np.asarray(v, np.int32 if k in hparams.INT_KEYS else np.float32) for k, v in hp.items()})
+                 {k: np.asarray(v, np.int32 if k in hparams.INT_KEYS else np.float32) for k, v in hp.items()},
+                 model_state)
 
 
 class _Program:
@@ -231,7 +234,8 @@ class _Program:
         metrics, diverged_at = multihost.fetch((metrics, state.diverged_at))
         step += length
         evaluate_now = step % config.eval_every == 0 or step == config.num_steps
-        tests = self.evaluate(state.params, hp, ds.test_images, ds.test_labels, eval_keys) if evaluate_now else None
+        tests = (self.evaluate(state.params, state.model_state, hp, ds.test_images, ds.test_labels, eval_keys)
+                 if evaluate_now else None)
         save = step % config.checkpoint_every == 0 or step == config.num_steps
         for i, (m, out, writer) in enumerate(zip(members, outs, member_writers)):
           if out["status"] != "done":
@@ -257,7 +261,8 @@ class _Program:
         w.close()
       self.feed.close()
     if not any(o["test"] for o in outs):  # Resumed finished members: evaluate what was restored.
-      for out, test in zip(outs, self.evaluate(state.params, hp, ds.test_images, ds.test_labels, eval_keys)):
+      tests = self.evaluate(state.params, state.model_state, hp, ds.test_images, ds.test_labels, eval_keys)
+      for out, test in zip(outs, tests):
         out["test"] = test
     params = multihost.fetch(state.params)
     for i, out in enumerate(outs):

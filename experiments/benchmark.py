@@ -257,6 +257,10 @@ class Runner:
     optimizer_keys = json.dumps({k: config[k] for k in ("optimizer", "lr_schedule", "boundaries", "num_steps")})
     init = _initializer(model, example_shape, optimizer_keys, mesh, tuple((compiler_options or {}).items()))
     self.state = init(self.hp)
+    if families.init_state(config):  # The family's state (TopK's counters), the same for every member.
+      self.state = self.state.replace(model_state=jax.device_put(
+          jax.tree.map(lambda x: np.broadcast_to(x, (case.members, *x.shape)), families.init_state(config)),
+          step_lib.member_sharding(mesh)))
     self.macs = forward_macs(model, jax.tree.map(lambda x: x[0], self.state.params), example_shape)
     self.model = describe(config, example_shape)
     step_fn = step_lib.make_train_step(

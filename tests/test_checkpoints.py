@@ -76,3 +76,32 @@ def test_probe_settings_are_resumable_and_a_cosine_schedule_fixes_the_length():
   epochs = {**cosine, "num_epochs": 3}
   assert checkpoints.comparable(epochs) != checkpoints.comparable({**epochs, "num_epochs": 4})
   assert checkpoints.comparable(epochs) == checkpoints.comparable({**epochs, "num_steps": 99})  # Resolved there.
+
+
+def test_a_checkpoint_from_before_model_state_restores_with_the_fresh_model_state(tmp_path):
+  import flax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from ae_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from ae_jax import step as step_lib  # pylint: disable=g-import-not-at-top
+
+  @flax.struct.dataclass
+  class OldTrainState:  # The train state before TopK's counters joined it.
+    step: jax.Array
+    params: dict
+    opt_state: tuple
+    diverged_at: jax.Array
+
+  old = OldTrainState(step=jnp.int32(7), params={"w": jnp.arange(3.0)}, opt_state=(jnp.ones(3),),
+                      diverged_at=jnp.int32(0))
+  saver = checkpoints.Checkpointer(str(tmp_path))
+  saver.save(7, old)
+  saver.close()
+  for model_state in ({}, {"examples_since_fired": jnp.full(4, 99, jnp.int32)}):
+    template = step_lib.TrainState(step=jnp.int32(0), params={"w": jnp.zeros(3)}, opt_state=(jnp.zeros(3),),
+                                   diverged_at=jnp.int32(0), model_state=model_state)
+    reader = checkpoints.Checkpointer(str(tmp_path))
+    restored = reader.restore_latest(template)
+    reader.close()
+    assert int(restored.step) == 7
+    np.testing.assert_array_equal(restored.params["w"], [0.0, 1.0, 2.0])
+    assert jax.tree.map(np.asarray, restored.model_state).keys() == model_state.keys()  # The template's.

@@ -20,9 +20,15 @@ def code_energy(forward: families.Forward) -> jax.Array:
 
 
 def build(config, model):
-  """The family's loss with the config's own hyperparameters, as (params, batch, keys) -> (loss, terms)."""
-  loss_fn, hp = families.build(config, model), hparams.from_config(config)
-  return lambda params, batch, keys: loss_fn(params, batch, keys, hp)
+  """The family's loss with the config's own hyperparameters and its step-0 state, as
+  (params, batch, keys) -> (loss, terms)."""
+  loss_fn, hp, state = families.build(config, model), hparams.from_config(config), families.init_state(config)
+
+  def loss(params, batch, keys):
+    value, (terms, _) = loss_fn(params, batch, keys, hp, state)
+    return value, terms
+
+  return loss
 
 
 def _setup(family, **overrides):
@@ -117,9 +123,10 @@ def test_unknown_family():
 
 
 def _topk_setup(**overrides):
+  """TopK with dead_after=1 (<= the batch of 6): dead = fired for no example of the batch."""
   config = family_config("sparse")
   config.update({"sparsity": "topk", "code_activation": "linear", "latent_dim": 12, "topk": 3, "auxk": 4,
-                 **overrides})
+                 "dead_after": 1, **overrides})
   model = families.model_from_config(config, (8, 8, 1))
   params = models.init(model, jax.random.key(0), (8, 8, 1))
   batch = {"image": jax.random.uniform(jax.random.key(1), (6, 8, 8, 1)), "label": jnp.zeros(6, jnp.int32)}
@@ -147,13 +154,32 @@ def test_auxk_is_exactly_zero_without_dead_units():
   assert terms["batch_dead_fraction"] == 0 and terms["loss_auxk"] == 0
 
 
+def test_topk_dead_units_are_those_silent_for_dead_after_examples():
+  # dead_after=20 examples, batches of 6: a unit silent in this batch is dead once its count reaches 20.
+  config, model, params, batch, keys = _topk_setup(dead_after=20)
+  loss_fn, hp = families.build(config, model), hparams.from_config(config)
+  code = np.asarray(model.apply({"params": params}, batch["image"], method="encode"))
+  silent = ~(code > 0).any(axis=0)
+  assert 2 <= silent.sum() < 12  # This init leaves some units silent for the whole batch.
+  since = np.where(silent, 14, 0).astype(np.int32)  # Silent so far for 14 examples: 20 with this batch.
+  since[np.flatnonzero(silent)[0]] = 13  # ...but this one only 19: not yet dead.
+  loss, (terms, state) = loss_fn(params, batch, keys, hp, {"examples_since_fired": jnp.asarray(since)})
+  np.testing.assert_array_equal(state["examples_since_fired"], np.where(silent, since + 6, 0))
+  assert terms["batch_dead_fraction"] == pytest.approx(silent.mean())
+  assert terms["dead_fraction_window"] == pytest.approx((silent.sum() - 1) / 12) and terms["loss_auxk"] > 0
+  np.testing.assert_allclose(loss, terms["loss_rec"] + config.auxk_weight * terms["loss_auxk"], rtol=1e-6)
+  # At step 0 (all counts 0) nothing is dead yet: AuxK waits for dead_after examples.
+  _, (terms, _) = loss_fn(params, batch, keys, hp, families.init_state(config))
+  assert terms["dead_fraction_window"] == 0 and terms["loss_auxk"] == 0 and terms["batch_dead_fraction"] > 0
+
+
 def test_hyperparameters_are_data_one_compile_serves_every_value():
   config, model, params, batch, keys = _setup("vae")
   loss_fn = jax.jit(families.build(config, model))
   hp = hparams.from_config(config)
-  losses = [loss_fn(params, batch, keys, {**hp, "beta": jnp.float32(beta)}) for beta in (0.0, 1.0, 4.0)]
+  losses = [loss_fn(params, batch, keys, {**hp, "beta": jnp.float32(beta)}, {}) for beta in (0.0, 1.0, 4.0)]
   assert loss_fn._cache_size() == 1  # pylint: disable=protected-access
-  for (loss, terms), beta in zip(losses, (0.0, 1.0, 4.0)):
+  for (loss, (terms, _)), beta in zip(losses, (0.0, 1.0, 4.0)):
     np.testing.assert_allclose(loss, terms["loss_rec"] + beta * terms["loss_kl"], rtol=1e-6)
 
 

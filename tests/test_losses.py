@@ -178,6 +178,21 @@ def test_topk_keeps_the_k_largest_after_relu():
     sparsity.topk(pre, k=5)
 
 
+def test_examples_since_fired_counts_the_global_batch_and_resets_on_firing():
+  code = jnp.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0]])  # Units 0 and 3 fire.
+  since = jnp.array([7, 7, sparsity.SINCE_FIRED_CAP - 1, 3], jnp.int32)
+  after = sparsity.update_since_fired(since, code)
+  np.testing.assert_array_equal(after, [0, 9, sparsity.SINCE_FIRED_CAP, 0])  # +2 examples; capped, no overflow.
+  np.testing.assert_array_equal(sparsity.windowed_dead_units(after, dead_after=9), [False, True, True, False])
+  np.testing.assert_array_equal(sparsity.windowed_dead_units(after, dead_after=10), [False, False, True, False])
+  # Over a data axis: a unit that fires on any device resets everywhere, and the count grows by the
+  # global batch (2 devices x 2 examples), so every device holds the same counts.
+  shards = jnp.stack([code, jnp.array([[0.0, 0.0, 0.0, 0.0], [0.0, 0.5, 0.0, 0.0]])])
+  out = jax.vmap(lambda c: sparsity.update_since_fired(since, c, axis_name="data"), axis_name="data")(shards)
+  np.testing.assert_array_equal(out, [[0, 0, sparsity.SINCE_FIRED_CAP, 0]] * 2)
+  np.testing.assert_array_equal(sparsity.update_since_fired(jnp.zeros(4, jnp.int32), jnp.zeros((5, 4))), [5] * 4)
+
+
 def test_dead_units_and_auxk_code():
   code = jnp.array([[1.0, 0.0, 0.0, 2.0], [0.5, 0.0, 0.0, 0.0]])
   dead = sparsity.dead_units(code)

@@ -19,11 +19,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Two seeds x two values of each family's own hyperparameter: init, data order and noise per member.
 SWEPT = {"undercomplete": ("learning_rate", (1e-3, 3e-3)), "sparse": ("sparsity_weight", (1e-3, 1e-1)),
          "denoising": ("noise_level", (0.1, 0.4)), "contractive": ("contractive_weight", (0.1, 1.0)),
-         "vae": ("beta", (0.5, 2.0))}
+         "vae": ("beta", (0.5, 2.0)), "sparse_topk": ("auxk_weight", (0.0, 0.1))}
+# TopK: its counters of examples since each unit fired live in the train state (dead after 3 batches).
+VARIANTS = {"sparse_topk": ("sparse", {"sparsity": "topk", "code_activation": "linear", "topk": 2, "auxk": 4,
+                                      "dead_after": 96})}
 
 
 def _config(family, **overrides):
+  family, variant = VARIANTS.get(family, (family, {}))
   config = family_config(family)
+  config.update(variant)
   # SGD: Adam divides by sqrt(v), which turns reduction-order rounding into whole learning-rate steps.
   config.update({"num_steps": 20, "num_pictures": 0, "optimizer": "sgd", "learning_rate": 1e-3, **overrides})
   return config
@@ -39,7 +44,7 @@ def _assert_close(a, b, rtol=2e-4, atol=2e-6):
     np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("family", families.NAMES)
+@pytest.mark.parametrize("family", families.NAMES + tuple(VARIANTS))
 def test_members_equal_single_runs_on_one_and_four_devices(family, tmp_path):
   base = _config(family)
   singles = []
@@ -53,6 +58,8 @@ def test_members_equal_single_runs_on_one_and_four_devices(family, tmp_path):
       _assert_close(result["params"], single["params"])
       assert result["test"]["loss"] == pytest.approx(single["test"]["loss"], rel=1e-4)
       assert result["eval"]["mse"] == pytest.approx(single["eval"]["mse"], rel=1e-3)
+      for key in ("batch_dead_fraction", "dead_fraction_window"):  # Counted on the global batch.
+        assert result["train"].get(key) == single["train"].get(key)
 
 
 def test_a_diverging_member_is_marked_and_the_others_finish(tmp_path):

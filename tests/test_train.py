@@ -27,7 +27,8 @@ def _run(family, devices, *, chunks=(3, 3), feed=feeds.DeviceFeed, members=None,
   hp_list = [hparams.from_config({**config.to_dict(), **m}) for m in (members or [{}])]
   mesh = step_lib.make_mesh(len(hp_list), devices)
   hp = jax.device_put(hparams.stack(hp_list), step_lib.member_sharding(mesh))
-  state = step_lib.make_init(lambda key: models.init(model, key, (8, 8, 1)), make_opt, mesh)(hp)
+  state = step_lib.make_init(lambda key: models.init(model, key, (8, 8, 1)), make_opt, mesh,
+                             model_state=families.init_state(config))(hp)
   step = step_lib.make_train_step(families.build(config, model, axis_name=step_lib.DATA), make_opt, mesh,
                                   dynamic_binarize=config.binarize == "dynamic",
                                   vectorize=config.member_vectorize != "loop")
@@ -46,6 +47,8 @@ def _run(family, devices, *, chunks=(3, 3), feed=feeds.DeviceFeed, members=None,
 @pytest.mark.parametrize("family,overrides", [
     ("undercomplete", {}),
     ("sparse", {}),  # KL sparsity: the batch-mean activation is pmean-ed over devices.
+    # TopK: the counters of examples since each unit fired (dead after 2 batches) see the global batch.
+    ("sparse", {"sparsity": "topk", "code_activation": "linear", "topk": 2, "auxk": 4, "dead_after": 32}),
     ("denoising", {"binarize": "dynamic"}),  # Per-example keys: the same noise on any device count.
     ("vae", {}),
     ("contractive", {"contractive_path": "stochastic"}),  # Per-example random probes.
@@ -61,6 +64,8 @@ def test_one_and_four_devices_give_the_same_parameters(family, overrides):
   np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-5)
   for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(four.params)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(one.model_state), jax.tree.leaves(four.model_state)):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_chunking_does_not_change_the_result():
@@ -156,3 +161,35 @@ def test_a_conv_model_on_cpu_gets_one_line_on_what_to_expect():
     assert "ms per step" in line and "(32, 64)" in line and "\n" not in line
   else:
     assert line is None
+
+
+def test_auxk_brings_back_units_dead_for_the_window():
+  # TopK 2 of 16 on the digits at a high learning rate: most units stop firing within ~20 steps. Two
+  # members of one program, AuxK off and on: with AuxK the units silent for dead_after=320 examples
+  # (10 batches) are asked to model the residual, and several come back; without it fewer do.
+  from ae_jax import data  # pylint: disable=g-import-not-at-top
+
+  ds = data.load("digits")
+  config = family_config("sparse")
+  config.update({"sparsity": "topk", "code_activation": "linear", "latent_dim": 16, "topk": 2, "auxk": 8,
+                 "dead_after": 320, "batch_size": 32, "learning_rate": 1e-2})
+  model = families.model_from_config(config, ds.example_shape)
+  make_opt = step_lib.make_optimizer(config)
+  mesh = step_lib.make_mesh(2, jax.devices()[:1])
+  hp = jax.device_put(hparams.stack([hparams.from_config({**config.to_dict(), "auxk_weight": w}) for w in (0.0, 1.0)]),
+                      step_lib.member_sharding(mesh))
+  state = step_lib.make_init(lambda key: models.init(model, key, ds.example_shape), make_opt, mesh,
+                             model_state=families.init_state(config))(hp)
+  step = step_lib.make_train_step(families.build(config, model, axis_name=step_lib.DATA), make_opt, mesh)
+  feed = feeds.DeviceFeed(step, ds.train_images, ds.train_labels, batch_size=32, mesh=mesh)
+  state, metrics = feed.run(state, hp, 0, 400)
+  feed.close()
+  window = np.asarray(metrics["dead_fraction_window"]) * 16  # (steps, members): dead units.
+  assert np.all(window[:9] == 0) and window[9:].max() >= 10  # Nobody is dead before 320 examples; then most.
+  since = np.asarray(state.model_state["examples_since_fired"])
+  np.testing.assert_array_equal((since >= 320).sum(axis=1), window[-1])  # The metric reads the counters.
+  without, with_auxk = window[-1]
+  assert with_auxk <= window[:, 1].max() - 3 and with_auxk < without
+  fired = [np.asarray(model.apply({"params": jax.tree.map(lambda x, i=i: x[i], state.params)}, ds.test_images,
+                                  method="encode") > 0).any(axis=0).sum() for i in (0, 1)]
+  assert fired[1] > fired[0]  # On the test split too, more units fire for some digit.

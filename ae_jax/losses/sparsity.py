@@ -1,5 +1,9 @@
 """Sparsity of code activations: L1 and KL penalties, and TopK with its AuxK revival of dead units.
 
+A TopK unit is dead (Gao et al. 2024) when it has not fired for `dead_after` training examples: the
+train state keeps, per unit, the examples seen since it last fired (`examples_since_fired`), and
+`update_since_fired` advances it by one global batch.
+
 `l1` is per example. `kl_divergence` compares each unit's *batch-mean* activation with a target rate
 rho, so it is a per-unit quantity: under data parallelism pass `axis_name` so the mean is taken over
 the global batch, which keeps the loss independent of how the batch is split across devices.
@@ -60,6 +64,35 @@ def dead_units(code: ArrayLike, *, axis_name: str | None = None) -> jax.Array:
   if axis_name is not None:
     fired = lax.pmax(fired, axis_name)
   return fired == 0
+
+
+# The counter stops here (about 1e9 examples): it never wraps around to a "live" negative count.
+SINCE_FIRED_CAP = 2**30
+
+
+def update_since_fired(since_fired: ArrayLike, code: ArrayLike, *, axis_name: str | None = None) -> jax.Array:
+  """Examples since each unit last fired, after one more batch: 0 for units that fired for some example
+  of the (global) batch, else the old count plus the global batch size (capped at SINCE_FIRED_CAP).
+
+  `since_fired` is (k,) int32; under data parallelism `axis_name` makes both the firing test and the
+  batch size global, so every device (and any device count) computes the same counts.
+  """
+  code = jnp.asarray(code)
+  fired = jnp.any(code > 0, axis=0).astype(jnp.int32)
+  batch = jnp.asarray(code.shape[0], jnp.int32)
+  if axis_name is not None:
+    fired, batch = lax.pmax(fired, axis_name), lax.psum(batch, axis_name)
+  since_fired = jnp.asarray(since_fired, jnp.int32)
+  grown = jnp.minimum(since_fired, SINCE_FIRED_CAP - batch) + batch
+  return jnp.where(fired > 0, 0, grown).astype(jnp.int32)
+
+
+def windowed_dead_units(since_fired: ArrayLike, *, dead_after: int) -> jax.Array:
+  """Units that have not fired for `dead_after` or more training examples, shape (k,) bool.
+
+  With `dead_after` <= the batch size this is `dead_units` of the batch (after `update_since_fired`).
+  """
+  return jnp.asarray(since_fired) >= dead_after
 
 
 def auxk_code(pre: ArrayLike, dead: ArrayLike, *, k: int) -> jax.Array:
