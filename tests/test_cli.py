@@ -86,16 +86,10 @@ FLOAT_KEYS = ("learning_rate", "sparsity_weight", "rho", "auxk_weight", "noise_l
               "beta", "b1", "b2", "eps", "grad_clip", "weight_decay", "warmup_steps", "final_lr_fraction",
               "decay_rate", "decay_steps")
 POSITIVE_INT_KEYS = ("batch_size", "num_steps", "latent_dim", "log_every", "eval_every", "checkpoint_every",
-<<<<<<< HEAD
                      "probe_max_iter")
 NON_NEGATIVE_INT_KEYS = ("num_epochs", "probe_examples", "iwae_samples")  # 0 means something (see default.py).
-NUMERIC_KEYS = FLOAT_KEYS + POSITIVE_INT_KEYS + NON_NEGATIVE_INT_KEYS + ("num_pictures", "topk", "auxk", "seed",
-                                                                         "vae_samples")
-=======
-                     "iwae_samples", "probe_max_iter")
-NUMERIC_KEYS = FLOAT_KEYS + POSITIVE_INT_KEYS + ("num_pictures", "topk", "auxk", "dead_after", "seed", "num_epochs",
-                                                 "vae_samples", "probe_examples")
->>>>>>> sparse-dead
+NUMERIC_KEYS = FLOAT_KEYS + POSITIVE_INT_KEYS + NON_NEGATIVE_INT_KEYS + ("num_pictures", "topk", "auxk", "dead_after",
+                                                                         "seed", "vae_samples")
 CHOICE_KEYS = {
     "family": (families.NAMES, None),
     "architecture": (config_lib.ARCHITECTURES, None),
@@ -247,7 +241,6 @@ def test_an_exception_in_a_user_term_names_the_term_and_keeps_the_users_tracebac
   assert "bad_terms.py" in out.stderr and "undefined_name" in out.stderr  # The user's own frame.
 
 
-<<<<<<< HEAD
 @pytest.mark.parametrize("args, match", [
     (["--num_processes=2", "--process_id=0"], "--coordinator_address"),
     (["--coordinator_address=127.0.0.1:1", "--num_processes=2", "--process_id=2"], "--process_id=2"),
@@ -265,7 +258,8 @@ def test_positive_ints_parses_a_list_flag_or_exits_2_in_one_line(capsys):
       cli.positive_ints("batch_size", bad)
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("error: --batch_size=")
-=======
+
+
 def test_the_sparse_mnist_reproduction_variants_are_valid():
   from configs.reproduce import sparse_mnist  # pylint: disable=g-import-not-at-top
 
@@ -276,4 +270,3 @@ def test_the_sparse_mnist_reproduction_variants_are_valid():
   assert (topk.sparsity, topk.topk, tuple(topk.widths), topk.dead_after) == ("topk", 16, (), 10_000)
   with pytest.raises(ValueError, match="unknown variant"):
     sparse_mnist.get_config("l1")
->>>>>>> sparse-dead
