@@ -393,7 +393,7 @@ def _log_likelihood(likelihood: str | LogLikelihood) -> LogLikelihood:
 def _broadcast_log_likelihood(likelihood: str | LogLikelihood):
   """For a named likelihood, `(logits (B, C, D), x (B, 1, D)) -> (B, C)` without copying x C times."""
   if likelihood == "bernoulli":  # log Bernoulli(x | sigmoid(l)) = x l - softplus(l).
-    return lambda logits, x: jnp.sum(x * logits - jax.nn.softplus(logits), axis=-1)
+    return lambda logits, x: jnp.sum(x * logits - reconstruction.softplus(logits), axis=-1)
   if likelihood == "gaussian":
     return lambda logits, x: -jnp.sum(0.5 * jnp.square(x - jax.nn.sigmoid(logits)) + 0.5 * jnp.log(2 * jnp.pi),
                                       axis=-1)
