@@ -390,10 +390,18 @@ def _log_likelihood(likelihood: str | LogLikelihood) -> LogLikelihood:
   raise ValueError(f"unknown likelihood {likelihood!r}; choose 'bernoulli', 'gaussian' or pass a callable")
 
 
+def softplus_forward(x: jax.Array) -> jax.Array:
+  """log(1 + e^x) as max(x, 0) + log1p(e^-|x|): jax.nn.softplus's values (it computes logaddexp(x, 0)),
+  about 1.5x faster on XLA:CPU, where the IWAE estimate's per-pixel softplus costs about twice the
+  decoder's matmuls (README, Speed). For evaluation only: under autodiff in the training step it made
+  XLA:CPU's step about 2x slower than jax.nn.softplus, so the training loss keeps the latter."""
+  return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
 def _broadcast_log_likelihood(likelihood: str | LogLikelihood):
   """For a named likelihood, `(logits (B, C, D), x (B, 1, D)) -> (B, C)` without copying x C times."""
   if likelihood == "bernoulli":  # log Bernoulli(x | sigmoid(l)) = x l - softplus(l).
-    return lambda logits, x: jnp.sum(x * logits - reconstruction.softplus(logits), axis=-1)
+    return lambda logits, x: jnp.sum(x * logits - softplus_forward(logits), axis=-1)
   if likelihood == "gaussian":
     return lambda logits, x: -jnp.sum(0.5 * jnp.square(x - jax.nn.sigmoid(logits)) + 0.5 * jnp.log(2 * jnp.pi),
                                       axis=-1)

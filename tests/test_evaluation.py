@@ -264,3 +264,10 @@ def test_a_long_evaluation_logs_its_progress(monkeypatch, caplog):
   evaluation.iwae_log_likelihood(encode, decode, x, jax.random.key(0), num_samples=4, chunk_size=2, batch_size=4)
   assert "IWAE log-likelihood (4 samples): 4/10 examples" in caplog.text
   assert "8/10 examples" in caplog.text and "ETA" in caplog.text
+
+
+def test_softplus_forward_equals_jax_softplus():
+  x = jnp.array([-jnp.inf, -1000.0, -30.0, -2.0, -1e-3, 0.0, 1e-3, 2.0, 30.0, 1000.0, jnp.inf])
+  np.testing.assert_allclose(jax.jit(evaluation.softplus_forward)(x), jax.nn.softplus(x), rtol=1e-6, atol=1e-7)
+  assert float(evaluation.softplus_forward(jnp.log(3.0))) == pytest.approx(np.log(4.0), rel=1e-6)  # log(1 + 3).
+  assert np.isnan(evaluation.softplus_forward(jnp.nan))
