@@ -493,21 +493,8 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f"unexpected arguments {argv[1:]}; flags look like --family=vae --batch_size=128")
   options = options_from_flags()
-  out = open(_OUT.value, "w") if _OUT.value else None  # pylint: disable=consider-using-with
-
-  def emit(row):
-    line = json.dumps(row)
-    print(line, flush=True)
-    if out:
-      out.write(line + "\n")
-      out.flush()
-
-  try:
-    with cli.clear_errors():
-      run(options, emit)
-  finally:
-    if out:
-      out.close()
+  with cli.json_lines(_OUT.value) as emit, cli.clear_errors():
+    run(options, emit)
 
 
 if __name__ == "__main__":

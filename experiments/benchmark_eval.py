@@ -14,7 +14,6 @@ Compile: `report.evaluate_model` of the default digits config for one model and 
 model with other parameters (a second member of a sweep): the second reuses every compiled program.
 """
 
-import json
 import time
 
 from absl import app
@@ -88,11 +87,9 @@ def main(argv):
   images, samples, matmul_size = _IMAGES.value, _SAMPLES.value, 2048
   if _QUICK.value:
     images, samples, matmul_size = 4, 8, 128
-  rows = [iwae(images, samples, matmul_size), compile_time()]
-  with open(_OUT.value, "w", encoding="utf-8") if _OUT.value else open("/dev/null", "w") as out:
-    for row in rows:
-      print(json.dumps(row), flush=True)
-      out.write(json.dumps(row) + "\n")
+  with cli.json_lines(_OUT.value) as emit:
+    emit(iwae(images, samples, matmul_size))
+    emit(compile_time())
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ and `speedup` = sequential / sweep.
 One JSON object per line on stdout (and in `--out`): the device first, then one per measurement.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -174,32 +173,19 @@ def main(argv):
   if _QUICK.value:
     options = benchmark.Options(**{**benchmark.QUICK, "batch_sizes": (16,)})
     members, widths, num_steps, learning_rates, seeds = 2, [8], 20, LEARNING_RATES[:2], 1
-  out = open(_OUT.value, "w", encoding="utf-8") if _OUT.value else None  # pylint: disable=consider-using-with
-
-  def emit(row):
-    line = json.dumps(row)
-    print(line, flush=True)
-    if out:
-      out.write(line + "\n")
-      out.flush()
-
-  try:
-    with cli.clear_errors():
-      from ae_jax import step as step_lib  # pylint: disable=g-import-not-at-top
-      info = benchmark.device_info(0.0, step_lib.make_mesh())
-      info.pop("matmul_gflops")  # Each throughput row carries the matmul rate measured with it.
-      emit(info)
-      if _PART.value in ("all", "throughput"):
-        for row in throughput(widths, members, options):
-          emit({"part": "throughput", **row})
-      if _PART.value in ("all", "shared_batch"):
-        for row in shared_batch(widths, members, options):
-          emit(row)
-      if _PART.value in ("all", "end_to_end"):
-        emit(end_to_end(num_steps, learning_rates, seeds))
-  finally:
-    if out:
-      out.close()
+  with cli.json_lines(_OUT.value) as emit, cli.clear_errors():
+    from ae_jax import step as step_lib  # pylint: disable=g-import-not-at-top
+    info = benchmark.device_info(0.0, step_lib.make_mesh())
+    info.pop("matmul_gflops")  # Each throughput row carries the matmul rate measured with it.
+    emit(info)
+    if _PART.value in ("all", "throughput"):
+      for row in throughput(widths, members, options):
+        emit({"part": "throughput", **row})
+    if _PART.value in ("all", "shared_batch"):
+      for row in shared_batch(widths, members, options):
+        emit(row)
+    if _PART.value in ("all", "end_to_end"):
+      emit(end_to_end(num_steps, learning_rates, seeds))
 
 
 if __name__ == "__main__":

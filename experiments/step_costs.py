@@ -30,7 +30,6 @@ variant.
 
 from collections.abc import Callable, Sequence
 import functools
-import json
 import os
 import platform
 import statistics
@@ -227,21 +226,11 @@ def main(argv: list[str]) -> None:
   if max(batches) > num:
     cli.fail(f"--batch_size needs batches no larger than --num_examples={num}")
   images = jax.device_put(np.random.default_rng(0).random((num, *SHAPE), np.float32))
-  out = open(_OUT.value, "w") if _OUT.value else None  # pylint: disable=consider-using-with
-  def emit(row: dict[str, Any]) -> None:
-    print(json.dumps(row), flush=True)
-    if out:
-      out.write(json.dumps(row) + "\n")
-      out.flush()
-
-  try:
+  with cli.json_lines(_OUT.value) as emit:
     emit(device_info())
     for batch in batches:
       for row in run_batch(batch, images, steps, repeats, warmup):
         emit(row)
-  finally:
-    if out:
-      out.close()
 
 
 if __name__ == "__main__":
