@@ -43,10 +43,12 @@ def make_train_chunk(step_fn: step_lib.StepFn, *, num_examples: int, batch_size:
 
     def body(carry, _):
       state, perms, t = carry
-      pos = t % steps_per_epoch
-      perms = lax.cond(pos == 0, lambda: _permutations(seeds, t // steps_per_epoch, num_examples), lambda: perms)
-      idx = lax.dynamic_slice_in_dim(perms, pos * batch_size, batch_size, axis=1)  # (members, batch)
-      state, metrics = step_fn(state, {"image": images[idx], "label": labels[idx]}, hp, t)
+      with jax.named_scope("batch"):
+        pos = t % steps_per_epoch
+        perms = lax.cond(pos == 0, lambda: _permutations(seeds, t // steps_per_epoch, num_examples), lambda: perms)
+        idx = lax.dynamic_slice_in_dim(perms, pos * batch_size, batch_size, axis=1)  # (members, batch)
+        batch = {"image": images[idx], "label": labels[idx]}
+      state, metrics = step_fn(state, batch, hp, t)
       return (state, perms, t + 1), metrics
 
     perms = _permutations(seeds, step // steps_per_epoch, num_examples)

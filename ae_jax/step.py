@@ -212,23 +212,28 @@ def make_train_step(loss_fn, make_opt: MakeOptimizer, mesh: Mesh, *, dynamic_bin
     # Mark the replicated params as per-device values, so their gradients stay local (pmap style)
     # and the pmean below is the one all-reduce. Without the cast, shard_map's autodiff would sum
     # the gradients of replicated inputs over devices by itself.
-    params = jax.tree.map(lambda p: lax.pcast(p, DATA, to="varying"), state.params)
-    (_, (terms, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, batch, keys, hp, state.model_state)
-    grads = lax.pmean(grads, DATA)
-    terms = lax.pmean(terms, DATA)
-    updates, opt_state = make_opt(hp).update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = {**terms, "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params),
-               "update_norm": optax.tree.norm(updates)}
+    # The named scopes label the step's parts in profiles (experiments/profile_step.py); they cost nothing.
+    with jax.named_scope("loss_and_grad"):
+      params = jax.tree.map(lambda p: lax.pcast(p, DATA, to="varying"), state.params)
+      (_, (terms, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          params, batch, keys, hp, state.model_state)
+      grads = lax.pmean(grads, DATA)
+      terms = lax.pmean(terms, DATA)
+    with jax.named_scope("optimizer"):
+      updates, opt_state = make_opt(hp).update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+    with jax.named_scope("norms"):
+      metrics = {**terms, "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params),
+                 "update_norm": optax.tree.norm(updates)}
     # A member whose loss or gradients stop being finite keeps its last good state from then on.
     # (A branch for one member; under vmap it becomes a select over the members.)
-    alive = state.diverged_at == 0
-    good = alive & jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
-    new = TrainState(step=state.step + 1, params=params, opt_state=opt_state, diverged_at=state.diverged_at,
-                     model_state=model_state)
-    frozen = state.replace(diverged_at=jnp.where(alive, state.step + 1, state.diverged_at))
-    return lax.cond(good, lambda: new, lambda: frozen), metrics
+    with jax.named_scope("divergence_guard"):
+      alive = state.diverged_at == 0
+      good = alive & jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+      new = TrainState(step=state.step + 1, params=params, opt_state=opt_state, diverged_at=state.diverged_at,
+                       model_state=model_state)
+      frozen = state.replace(diverged_at=jnp.where(alive, state.step + 1, state.diverged_at))
+      return lax.cond(good, lambda: new, lambda: frozen), metrics
 
   def per_device(state, batch, keys, hp):
     if state.step.shape[0] == 1:  # One member here: no member axis in the math (vmap of 1 costs ~10%).
@@ -250,7 +255,8 @@ def make_train_step(loss_fn, make_opt: MakeOptimizer, mesh: Mesh, *, dynamic_bin
         image = jax.random.bernoulli(binarize_key, image).astype(image.dtype)
       return image, jax.random.split(example_key, batch_size)
 
-    image, keys = jax.vmap(draws)(hp["seed"], batch["image"])
+    with jax.named_scope("draws"):
+      image, keys = jax.vmap(draws)(hp["seed"], batch["image"])
     return sharded(state, {**batch, "image": image}, keys, hp)
 
   return step
