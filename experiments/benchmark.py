@@ -20,11 +20,13 @@ counted: its peak_fraction is against the plain AE's bound. The matmul is re-tim
 round of calls, and fractions and ratios are medians of per-round values, so load from other
 processes that slows one round slows both sides of its ratio.
 
+Every non-contractive case is timed round-robin with two hand-written loops (experiments/plain_loop.py):
+`plain`, the model and loss as a user writes them (flax's `nn.ConvTranspose` for conv models, optax's
+losses on image-shaped batches; its `vs_plain` is the headline), and `plain` with ae_jax's own layers
+and loss terms (`plain_model: ae_jax`; `vs_plain_same_model` isolates the loop from the parts).
 Conv cases (`--architecture=conv`: the same families with the conv (32, 64) encoder and its mirrored
-decoder, `CONV_SHAPE`; not contractive) are timed round-robin with two hand-written loops: `plain`,
-the model as a user writes it with flax's `nn.ConvTranspose` (its `vs_plain` is the headline), and
-`plain` with ae_jax's own layers (`plain_model: ae_jax`; `vs_plain_same_model` isolates the loop
-from the layers). They take `CONV_STEPS` examples per call, not 4096: flax's transposed conv is slow.
+decoder, `CONV_SHAPE`; not contractive) take `CONV_STEPS` examples per call, not 4096: flax's
+transposed conv is slow.
 
 Contractive cases (encoder A: 784-1000 sigmoid, Rifai et al.'s setting; encoder B: 784-400-32 ReLU,
 linear code) are timed round-robin with the plain undercomplete AE of the same encoder and decoder,
@@ -140,7 +142,9 @@ class Case:
   members: int = 1  # Members trained by one program (seeds seed, seed + 1, ...).
   vectorize: bool = True  # Members vmapped (else one after another in the program).
   plain: bool = False  # The hand-written loop of experiments/plain_loop.py instead of ae_jax's.
-  plain_model: str = "flax"  # The plain loop's model: "flax" (plain_loop.flax_model) or "ae_jax" (ae_jax's).
+  # The plain loop's parts: "flax", as a user writes them (flax's conv layers, optax's losses), or
+  # "ae_jax", ae_jax's own layers and loss terms (the loop alone differs).
+  plain_model: str = "flax"
 
   @property
   def family(self) -> str:
@@ -172,7 +176,8 @@ def build_cases(options: Options) -> list[list[Case]]:
     for family in options.families:
       if family != "contractive":
         config = family_config(family, batch, **MLP_SHAPE)
-        groups.append([Case(config, steps), Case(config, steps, plain=True)])
+        groups.append([Case(config, steps), Case(config, steps, plain=True),
+                       Case(config, steps, plain=True, plain_model="ae_jax")])
         continue
       for name in options.encoders:
         # The slow naive paths last, so the fast ones are timed right next to their plain AE.
@@ -330,8 +335,9 @@ class PlainRunner:
     import plain_loop  # pylint: disable=g-import-not-at-top  # experiments/ is on sys.path.
 
     model = families.model_from_config(case.config, images.shape[1:])
+    own = case.plain_model == "ae_jax"
     self.case, self.loop = case, plain_loop.PlainLoop(case.config, images, seed=case.config.seed,
-                                                      model=model if case.plain_model == "ae_jax" else None)
+                                                      model=model if own else None, losses="ae_jax" if own else "user")
     # ae_jax's model counts the useful multiply-adds (flax's transposed conv also multiplies zeros).
     self.macs = forward_macs(model, self.loop.params, images.shape[1:])
     self.model, self.peak_memory_bytes = describe(case.config, images.shape[1:]), None
@@ -392,8 +398,7 @@ def run_group(cases: Sequence[Case], images, labels, mesh, matmul: Callable[[], 
     }
     if case.plain:
       row["loop"] = "plain"
-      if case.config.architecture == "conv":
-        row["plain_model"] = case.plain_model
+      row["plain_model"] = case.plain_model
     elif hand_written is not None:
       # > 1: ae_jax's loop is faster than the hand-written one, per round, then the median.
       row["vs_plain"] = statistics.median(p / case.steps / t for p, t in zip(seconds[hand_written], step_times))

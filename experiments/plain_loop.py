@@ -3,9 +3,10 @@
 One jitted Flax + optax step per batch: the batch sliced with `lax.dynamic_slice` from a per-epoch
 permutation, one PRNG key per step (folded from the step number), noise drawn for the whole batch
 at once, parameters and optimizer state donated, no sharding, no metrics but the loss. Same model
-(`families.model_from_config`) and the same loss terms (`ae_jax.losses`) as the framework's step,
-except that a conv model is written with flax's own `nn.Conv` and `nn.ConvTranspose` (`flax_model`), as
-a user would: same params and outputs as ae_jax's conv layers, a different computation.
+(`families.model_from_config`) and the same loss as the framework's step, written as a user would:
+the reconstruction term with optax's losses on image-shaped batches (`user_reconstruction`; ae_jax's own
+terms on request), and a conv model with flax's own `nn.Conv` and `nn.ConvTranspose` (`flax_model`):
+same params and values as ae_jax's, a different computation.
 """
 
 import dataclasses
@@ -76,9 +77,27 @@ def flax_model(config, input_shape):
   return model.clone(encoder=encoder, decoder=_as(FlaxConvDecoder, model.decoder))
 
 
-def make_loss(config, model):
-  """`loss(params, x, key) -> scalar` for the families the benchmark compares (not contractive)."""
-  rec = functools.partial(reconstruction.from_logits, kind=config.reconstruction)
+def user_reconstruction(logits: jax.Array, x: jax.Array, *, kind: str) -> jax.Array:
+  """The reconstruction term per example as a user writes it: optax's loss on the batch as the data
+  comes (images (B, 28, 28, 1)), summed over the non-batch axes. Same values as ae_jax's."""
+  axes = tuple(range(1, x.ndim))
+  if kind == "bernoulli":
+    return optax.sigmoid_binary_cross_entropy(logits, x).sum(axes)
+  if kind == "squared_error":
+    return optax.squared_error(jax.nn.sigmoid(logits), x).sum(axes)
+  return reconstruction.from_logits(logits, x, kind=kind)  # gaussian: no optax loss to reach for.
+
+
+def make_loss(config, model, *, losses: str = "user"):
+  """`loss(params, x, key) -> scalar` for the families the benchmark compares (not contractive).
+
+  `losses`: "user", the reconstruction term written with optax (`user_reconstruction`), or "ae_jax",
+  ae_jax's own (`reconstruction.from_logits`), to time the loop alone.
+  """
+  if losses not in ("user", "ae_jax"):
+    raise ValueError(f"losses={losses!r}: 'user' or 'ae_jax'")
+  rec = functools.partial(user_reconstruction if losses == "user" else reconstruction.from_logits,
+                          kind=config.reconstruction)
 
   def loss(params, x, key):
     apply = functools.partial(model.apply, {"params": params})
@@ -101,8 +120,9 @@ def make_loss(config, model):
 class PlainLoop:
   """`run(steps)` trains `steps` steps, one jitted call each, and fetches the last loss."""
 
-  def __init__(self, config, images: jax.Array, *, seed: int = 0, model=None):
-    """`model`: `flax_model(config, ...)` unless given (e.g. ae_jax's own, to time the loop alone)."""
+  def __init__(self, config, images: jax.Array, *, seed: int = 0, model=None, losses: str = "user"):
+    """`model`: `flax_model(config, ...)` unless given (e.g. ae_jax's own, to time the loop alone);
+    `losses`: see `make_loss`."""
     model = flax_model(config, images.shape[1:]) if model is None else model
     self.optimizer = optax.adam(config.learning_rate)
     self.params = models.init(model, jax.random.key(seed), images.shape[1:])
@@ -112,19 +132,23 @@ class PlainLoop:
     self.permutation = jax.jit(lambda key, epoch: jax.random.permutation(jax.random.fold_in(key, epoch),
                                                                          len(images)))
     self.perm = self.permutation(self.key, 0)
-    loss = make_loss(config, model)
+    loss = make_loss(config, model, losses=losses)
     dynamic = config.binarize == "dynamic"
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
     def step(params, opt_state, images, perm, i, key) -> tuple[Any, Any, jax.Array]:
-      idx = lax.dynamic_slice(perm, ((i % self.steps_per_epoch) * self.batch_size,), (self.batch_size,))
-      x = images[idx]
-      binarize_key, loss_key = jax.random.split(jax.random.fold_in(key, i))
-      if dynamic:
-        x = jax.random.bernoulli(binarize_key, x).astype(x.dtype)
-      value, grads = jax.value_and_grad(loss)(params, x, loss_key)
-      updates, opt_state = self.optimizer.update(grads, opt_state, params)
-      return optax.apply_updates(params, updates), opt_state, value
+      with jax.named_scope("batch"):
+        idx = lax.dynamic_slice(perm, ((i % self.steps_per_epoch) * self.batch_size,), (self.batch_size,))
+        x = images[idx]
+      with jax.named_scope("draws"):
+        binarize_key, loss_key = jax.random.split(jax.random.fold_in(key, i))
+        if dynamic:
+          x = jax.random.bernoulli(binarize_key, x).astype(x.dtype)
+      with jax.named_scope("loss_and_grad"):  # Labels for experiments/profile_step.py; no cost.
+        value, grads = jax.value_and_grad(loss)(params, x, loss_key)
+      with jax.named_scope("optimizer"):
+        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
 
     self.step = step
 

@@ -87,11 +87,13 @@ def test_main_prints_json_lines_and_writes_them_to_out(tmp_path, capsys):
     benchmark.main(argv)
   lines = capsys.readouterr().out.splitlines()
   assert lines == open(tmp_path / "bench.jsonl").read().splitlines()
-  device, vae, plain = map(json.loads, lines)
+  device, vae, plain, plain_own = map(json.loads, lines)
   assert device["backend"] == "cpu"
   _check_case(vae)
   assert plain["loop"] == "plain" and plain["macs_per_example"] == vae["macs_per_example"]
+  assert (plain["plain_model"], plain_own["plain_model"]) == ("flax", "ae_jax")
   assert vae["vs_plain"] > 0 and "vs_plain" not in plain  # ae_jax's loop against the hand-written one.
+  assert vae["vs_plain_same_model"] > 0
   assert (vae["family"], vae["batch_size"]) == ("vae", 16)
   assert vae["model"] == "mlp 784-400(relu)-20(gaussian)"
   assert vae["macs_per_example"] == 784 * 400 + 2 * 400 * 20 + 20 * 400 + 400 * 784

@@ -9,20 +9,23 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 
-def _check_same_shape(a: jax.Array, b: jax.Array) -> None:
+def _flat_pair(a: ArrayLike, b: ArrayLike) -> tuple[jax.Array, jax.Array]:
+  """Both as (B, features), after checking that their shapes match.
+
+  Flattening first is a speed fix, not a cosmetic one: XLA:CPU runs the elementwise terms and their
+  per-example sums over an image-shaped (B, 28, 28, 1) array, whose minor dimension has size 1, far
+  slower than over (B, 784): the whole MLP training step was 1.28-1.33x faster with it.
+  """
+  a, b = jnp.asarray(a), jnp.asarray(b)
   if a.shape != b.shape:
     raise ValueError(f"prediction shape {a.shape} does not match target shape {b.shape}")
-
-
-def _sum_per_example(v: jax.Array) -> jax.Array:
-  return v.reshape(v.shape[0], -1).sum(axis=1)
+  return a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
 
 
 def squared_error(prediction: ArrayLike, target: ArrayLike) -> jax.Array:
   """sum_i (prediction_i - target_i)^2 per example."""
-  prediction, target = jnp.asarray(prediction), jnp.asarray(target)
-  _check_same_shape(prediction, target)
-  return _sum_per_example(jnp.square(prediction - target))
+  prediction, target = _flat_pair(prediction, target)
+  return jnp.square(prediction - target).sum(axis=1)
 
 
 def bernoulli(logits: ArrayLike, target: ArrayLike) -> jax.Array:
@@ -31,22 +34,22 @@ def bernoulli(logits: ArrayLike, target: ArrayLike) -> jax.Array:
   Equals the binary cross-entropy sum_i softplus(l_i) - x_i l_i; for non-binary x it is the usual
   "continuous" cross-entropy, which is minimised (not zeroed) at sigmoid(l) = x.
   """
-  logits, target = jnp.asarray(logits), jnp.asarray(target)
-  _check_same_shape(logits, target)
-  return _sum_per_example(jax.nn.softplus(logits) - target * logits)
+  logits, target = _flat_pair(logits, target)
+  return (jax.nn.softplus(logits) - target * logits).sum(axis=1)
 
 
 def gaussian(mean: ArrayLike, target: ArrayLike, *, log_scale: ArrayLike = 0.0) -> jax.Array:
   """-log N(target | mean, exp(log_scale)^2) per example, constants included."""
-  mean, target = jnp.asarray(mean), jnp.asarray(target)
-  _check_same_shape(mean, target)
-  log_scale = jnp.broadcast_to(jnp.asarray(log_scale, mean.dtype), mean.shape)
+  shape = jnp.shape(mean)
+  mean, target = _flat_pair(mean, target)
+  log_scale = jnp.broadcast_to(jnp.asarray(log_scale, mean.dtype), shape).reshape(mean.shape)
   nll = 0.5 * jnp.square((target - mean) * jnp.exp(-log_scale)) + log_scale + 0.5 * jnp.log(2 * jnp.pi)
-  return _sum_per_example(nll)
+  return nll.sum(axis=1)
 
 
 def from_logits(logits: ArrayLike, target: ArrayLike, *, kind: str) -> jax.Array:
   """The reconstruction term named `kind` ('bernoulli', 'squared_error' or 'gaussian') from logits."""
+  logits, target = _flat_pair(logits, target)  # Before the sigmoid too (see _flat_pair).
   if kind == "bernoulli":
     return bernoulli(logits, target)
   if kind == "squared_error":
