@@ -186,3 +186,10 @@ def test_piecewise_scales_are_hyperparameters_and_boundaries_structure():
   assert hparams.structure_key(a) != hparams.structure_key(c)
   stacked = hparams.stack([hparams.from_config(a), hparams.from_config(b)])
   np.testing.assert_allclose(stacked["scales/0"], [0.5, 0.2])
+
+
+def test_l2_norm_is_the_global_norm():
+  tree = {"w": jnp.array([[3.0, 0.0], [0.0, 0.0]]), "b": jnp.array([4.0]), "s": jnp.array(12.0)}
+  assert float(jax.jit(step_lib.l2_norm)(tree)) == 13.0  # sqrt(9 + 16 + 144)
+  tree = jax.tree.map(lambda x: x * 1.5, tree)
+  np.testing.assert_allclose(step_lib.l2_norm(tree), optax.tree.norm(tree), rtol=1e-6)
