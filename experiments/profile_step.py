@@ -8,9 +8,11 @@ It takes benchmark.py's flags (--family, --batch_size, --steps, --dataset, --qui
 cases are skipped) and `--calls`.
 
 Each loop of a benchmark.py group (ae_jax's real chunk, the plain loop as a user writes it, and the
-plain loop with ae_jax's layers and loss terms, `plain_model: ae_jax`) is compiled and warmed up, then `--calls` of its calls are traced with `jax.profiler` (Perfetto JSON). XLA records one event
-per executed kernel (a fusion, a dot, a copy); each kernel is looked up in the compiled HLO and its
-time is charged to a part of the step:
+plain loop with ae_jax's layers and loss terms, `plain_model: ae_jax`) is compiled and warmed up,
+then `--calls` of its calls are traced with `jax.profiler` (Perfetto JSON), one loop after another
+(not interleaved: compare parts within a loop, and loops only on an idle machine). XLA records one
+event per executed kernel (a fusion, a dot, a copy); each kernel is looked up in the compiled HLO and
+its time is charged to a part of the step:
 - the named scope it was traced under: `batch` (permutation and gather), `draws` (binarization and
   keys), `loss_and_grad`, `optimizer`, `norms` (the three logged l2 norms), `divergence_guard`;
 - `loss_and_grad` is split into `matmul` (dots and the fusions built around them) and the rest,
