@@ -106,16 +106,14 @@ def profile(runner, hlo_text: str, steps: int, calls: int, matmul_flops: float) 
       wall = sum(runner() for _ in range(calls))
     events = read_trace(trace_dir)
   total_steps = steps * calls
-  per_kernel, parts, dot_us = collections.Counter(), collections.Counter(), 0.0
+  per_kernel, parts = collections.Counter(), collections.Counter()
   for event in events:
     kernel = table.get(event["name"])
     if kernel is None or kernel[0] in CONTAINERS:
       continue
-    opcode, op_name, is_matmul = kernel
+    _, op_name, is_matmul = kernel
     per_kernel[event["name"]] += event.get("dur", 0.0)
     parts[part_of(op_name, is_matmul)] += event.get("dur", 0.0)
-    if is_matmul:
-      dot_us += event.get("dur", 0.0)
   to_ms = lambda us: round(us / 1000 / total_steps, 4)
   return {
       "wall_ms_per_step": round(wall * 1000 / total_steps, 4),
@@ -124,7 +122,8 @@ def profile(runner, hlo_text: str, steps: int, calls: int, matmul_flops: float) 
       "top_kernels": [{"kernel": name, "ms_per_step": to_ms(us), "opcode": table[name][0],
                        "op_name": table[name][1].split("/", 2)[-1][-120:]}
                       for name, us in per_kernel.most_common(10)],
-      "matmul_gflops": round(matmul_flops * total_steps / (dot_us * 1e-6) / 1e9, 2) if dot_us else None,
+      "matmul_gflops": (round(matmul_flops * total_steps / (parts["matmul"] * 1e-6) / 1e9, 2)
+                        if parts["matmul"] else None),
   }
 
 
@@ -154,6 +153,7 @@ def main(argv: Sequence[str]) -> None:
         row = profile(runner, hlo, case.steps, calls, matmul_flops)
         emit({"loop": "plain" if case.plain else "ae_jax", **({"plain_model": case.plain_model} if case.plain else {}),
               "family": case.family, "batch_size": case.config.batch_size, "model": runner.model, **row})
+
 
 if __name__ == "__main__":
   app.run(main, flags_parser=cli.parse_flags)
