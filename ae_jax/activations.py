@@ -1,9 +1,14 @@
-"""Elementwise activations by name, so configs can say `activation="gelu"`."""
+"""Activations by name, so configs can say `activation="gelu"`, and TopK.
+
+At the bottom of the package: models and losses both import it, it imports neither.
+"""
 
 from collections.abc import Callable
 
 import jax
+from jax import lax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 Activation = Callable[[jax.Array], jax.Array]
 
@@ -36,3 +41,15 @@ def derivative(name: str) -> Activation:
   """Returns x -> s'(x) for the elementwise activation `name` (one JVP with a ones tangent)."""
   fn = get(name)
   return lambda x: jax.jvp(fn, (x,), (jnp.ones_like(x),))[1]
+
+
+def topk(pre: ArrayLike, *, k: int) -> jax.Array:
+  """TopK activation (Gao et al. 2024): relu of the k largest pre-activations per example, 0 elsewhere.
+
+  Ties at the k-th value may keep a few more than k units; gradients flow to the kept units only.
+  """
+  pre = jnp.asarray(pre)
+  if not 0 < k <= pre.shape[-1]:
+    raise ValueError(f"k must be in [1, {pre.shape[-1]}] (the code size), got {k}")
+  kth = lax.top_k(pre, k)[0][..., -1:]
+  return jnp.where(pre >= kth, jax.nn.relu(pre), 0.0)

@@ -369,20 +369,22 @@ def clear_errors():
     sys.exit(USAGE_EXIT_CODE)
 
 
-def report(result: dict[str, Any], workdir: str) -> None:
-  """Prints the final losses, the test-split evaluation table, and where every output file is."""
-  # Imported here: it loads JAX, which the entry points keep off the fast path of a bad flag.
+def report(result, workdir: str) -> None:
+  """Prints the final losses, the test-split evaluation table, and where every output file is (`result`:
+  a `workdir.Result`)."""
+  # Imported here: they load JAX, which the entry points load only after the flags are checked.
   from ae_jax import report as report_lib  # pylint: disable=g-import-not-at-top
+  from ae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
-  lines = ["", f"Final metrics (step {result['history'][-1]['step'] if result['history'] else 0}):"]
-  for split in ("train", "test"):
-    for name, value in sorted(result[split].items()):
+  lines = ["", f"Final metrics (step {result.history[-1]['step'] if result.history else 0}):"]
+  for split, values in (("train", result.train), ("test", result.test)):
+    for name, value in sorted(values.items()):
       if name.startswith("loss"):
         lines.append(f"  {split:5s} {name:24s} {value:.4f}")
-  if result.get("eval"):
-    lines += ["", "Evaluation on the test split:", report_lib.format_table(result["eval"]), ""]
+  if result.eval:
+    lines += ["", "Evaluation on the test split:", report_lib.format_table(result.eval), ""]
   lines.append(f"Outputs in {os.path.abspath(workdir)}:")
-  outputs = {"metrics": os.path.join(workdir, "metrics.jsonl"), **dict(sorted(result["paths"].items()))}
+  outputs = {"metrics": workdir_lib.path(workdir, workdir_lib.METRICS), **dict(sorted(result.paths.items()))}
   width = max(map(len, outputs))
   lines.extend(f"  {name:{width}s}  {path}" for name, path in outputs.items())
   print("\n".join(lines))

@@ -1,32 +1,28 @@
-"""Checks a run's config up front, so a bad value fails in one line before any work starts."""
+"""Checks a run's config up front, so a bad value fails in one line before any work starts.
+
+The keys every run reads are checked here; a family's own keys by its registry entry
+(`families.Family.validate`).
+"""
 
 from ae_jax import activations
+from ae_jax import checks
 from ae_jax import data
+from ae_jax import errors
 from ae_jax import families
 from ae_jax import hparams
 from ae_jax import models
 from ae_jax import step
-from ae_jax.losses import corruption
+from ae_jax import user_terms
 from ae_jax.losses import reconstruction
 
 ARCHITECTURES = ("mlp", "conv")
-SPARSITY = ("l1", "kl", "topk")
-CONTRACTIVE_PATHS = ("auto", "jacfwd", "jacrev", "mlp", "stochastic")
 
 
-class ConfigError(ValueError):
-  """A config value is invalid; the message names the key and the fix."""
+ConfigError = errors.ConfigError
 
 
-def _choice(config, key: str, choices) -> None:
-  if config[key] not in choices:
-    raise ConfigError(f"--config.{key}={config[key]!r} is not one of: {', '.join(map(str, choices))}")
-
-
-def _positive(config, key: str, kind=int) -> None:
-  value = config[key]
-  if not isinstance(value, kind) or isinstance(value, bool) or value <= 0:
-    raise ConfigError(f"--config.{key}={value!r} must be a positive {kind.__name__}")
+_choice = checks.choice
+_positive = checks.positive
 
 
 def validate(config) -> None:
@@ -61,8 +57,6 @@ def validate(config) -> None:
     raise ConfigError(f"--config.widths={config.widths!r} must be a tuple of positive ints, e.g. '(256, 64)'")
   if config.architecture == "conv" and not widths:
     raise ConfigError("--config.architecture=conv needs at least one conv width, e.g. --config.widths='(32, 64)'")
-  if config.family == "vae" and config.architecture == "mlp" and not widths:
-    raise ConfigError("--config.family=vae needs at least one hidden width, e.g. --config.widths='(400,)'")
   if config.eval_every % config.log_every:
     raise ConfigError(f"--config.eval_every={config.eval_every} must be a multiple of "
                       f"--config.log_every={config.log_every}")
@@ -71,46 +65,9 @@ def validate(config) -> None:
                       f"--config.log_every={config.log_every}")
   if config.num_pictures < 0:
     raise ConfigError(f"--config.num_pictures={config.num_pictures!r} must be >= 0")
-  if config.family == "sparse":
-    _choice(config, "sparsity", SPARSITY)
-    if config.sparsity_weight < 0:
-      raise ConfigError(f"--config.sparsity_weight={config.sparsity_weight} must be >= 0")
-    if config.sparsity == "topk":
-      if not 0 < config.topk <= config.latent_dim:
-        raise ConfigError(f"--config.topk={config.topk} must be in [1, latent_dim={config.latent_dim}]")
-      if config.auxk <= 0 or config.auxk_weight < 0:
-        raise ConfigError(f"--config.auxk={config.auxk} must be positive and --config.auxk_weight >= 0")
-      _positive(config, "dead_after")
-      if config.code_activation not in ("linear", "relu"):
-        raise ConfigError("--config.sparsity=topk applies its own ReLU to the top k codes: set "
-                          "--config.code_activation=linear")
-    if config.sparsity == "kl":
-      if not 0 < config.rho < 1:
-        raise ConfigError(f"--config.rho={config.rho} must be in (0, 1)")
-      if config.code_activation != "sigmoid":
-        raise ConfigError("--config.sparsity=kl compares mean activations with rho, so codes must lie in "
-                          "(0, 1): set --config.code_activation=sigmoid")
-  if config.family == "denoising":
-    _choice(config, "noise", corruption.KINDS)
-    top = float("inf") if config.noise == "gaussian" else 1.0
-    if not 0 <= config.noise_level <= top:
-      raise ConfigError(f"--config.noise_level={config.noise_level} must be in [0, {top}] for noise={config.noise}")
-  if config.family == "contractive":
-    _choice(config, "contractive_path", CONTRACTIVE_PATHS)
-    if config.contractive_path == "mlp" and config.architecture != "mlp":
-      raise ConfigError("--config.contractive_path=mlp needs --config.architecture=mlp; use 'auto'")
-    if config.contractive_weight < 0:
-      raise ConfigError(f"--config.contractive_weight={config.contractive_weight} must be >= 0")
-  if config.family == "vae":
-    if config.beta < 0:
-      raise ConfigError(f"--config.beta={config.beta} must be >= 0")
-    _choice(config, "vae_objective", families.VAE_OBJECTIVES)
-    _positive(config, "vae_samples")
-    if config.vae_objective == "iwae" and config.beta != 1:
-      raise ConfigError(f"--config.beta={config.beta}: the IWAE bound has no KL weight; set --config.beta=1.0 "
-                        "or --config.vae_objective=elbo")
+  families.get(config.family).validate(config)
   try:
-    families.extra_terms(config.extra_terms)
+    user_terms.extra_terms(config.extra_terms)
     hparams.parse_extra_terms(config.extra_terms)
   except ValueError as e:
     raise ConfigError(f"--config.extra_terms: {e}") from None

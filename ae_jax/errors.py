@@ -9,3 +9,7 @@ class TrainingError(RuntimeError):
 
 class TermError(RuntimeError):
   """A user's extra term raised; the message names the term, `__cause__` holds the user's exception."""
+
+
+class ConfigError(ValueError):
+  """A config value is invalid; the message names the key and the fix."""

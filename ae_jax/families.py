@@ -21,15 +21,13 @@ User terms: any function `term(forward: Forward) -> (B,)` can be added by import
 from collections.abc import Callable, Sequence
 import dataclasses
 import functools
-import importlib
-import os
-import sys
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ae_jax import checks
 from ae_jax import errors
 from ae_jax import hparams
 from ae_jax import models
@@ -38,11 +36,12 @@ from ae_jax.losses import corruption
 from ae_jax.losses import reconstruction
 from ae_jax.losses import sparsity
 from ae_jax.losses import variational
+from ae_jax import user_terms
 
 State = dict[str, jax.Array]
 LossFn = Callable[[Any, dict[str, jax.Array], jax.Array, dict[str, jax.Array], State],
                   tuple[jax.Array, tuple[dict[str, jax.Array], State]]]
-Term = Callable[["Forward"], jax.Array]
+Term = user_terms.Term
 VAE_OBJECTIVES = ("elbo", "iwae")  # config.vae_objective
 
 
@@ -94,11 +93,17 @@ def _stream(keys: jax.Array, stream: int) -> jax.Array:
 
 
 def init_state(config) -> State:
-  """A member's family state at step 0: for TopK, `examples_since_fired` (int32, one per code unit,
-  `sparsity.update_since_fired`); {} for every other family."""
-  if config.family == "sparse" and config.sparsity == "topk":
-    return {"examples_since_fired": jnp.zeros((config.latent_dim,), jnp.int32)}
+  """A member's family state at step 0 (`Family.init_state`; {} for most families)."""
+  return get(config.family).init_state(config)
+
+
+def _no_state(config) -> State:
+  del config
   return {}
+
+
+def _no_checks(config) -> None:
+  del config
 
 
 def undercomplete(setup: Setup, params, x, keys, hp, state):
@@ -153,6 +158,36 @@ def _auxk_loss(setup: Setup, params, forward: Forward, aux_code: jax.Array) -> j
   return reconstruction.squared_error(decode(code + aux_code) - decode(code), residual).mean()
 
 
+SPARSITY = ("l1", "kl", "topk")  # config.sparsity
+
+
+def _sparse_state(config) -> State:
+  """TopK: `examples_since_fired` (int32, one per code unit, `sparsity.update_since_fired`)."""
+  if config.sparsity == "topk":
+    return {"examples_since_fired": jnp.zeros((config.latent_dim,), jnp.int32)}
+  return {}
+
+
+def _validate_sparse(config) -> None:
+  checks.choice(config, "sparsity", SPARSITY)
+  checks.non_negative(config, "sparsity_weight")
+  if config.sparsity == "topk":
+    if not 0 < config.topk <= config.latent_dim:
+      raise errors.ConfigError(f"--config.topk={config.topk} must be in [1, latent_dim={config.latent_dim}]")
+    if config.auxk <= 0 or config.auxk_weight < 0:
+      raise errors.ConfigError(f"--config.auxk={config.auxk} must be positive and --config.auxk_weight >= 0")
+    checks.positive(config, "dead_after")
+    if config.code_activation not in ("linear", "relu"):
+      raise errors.ConfigError("--config.sparsity=topk applies its own ReLU to the top k codes: set "
+                               "--config.code_activation=linear")
+  if config.sparsity == "kl":
+    if not 0 < config.rho < 1:
+      raise errors.ConfigError(f"--config.rho={config.rho} must be in (0, 1)")
+    if config.code_activation != "sigmoid":
+      raise errors.ConfigError("--config.sparsity=kl compares mean activations with rho, so codes must lie in "
+                               "(0, 1): set --config.code_activation=sigmoid")
+
+
 def denoising(setup: Setup, params, x, keys, hp, state):
   """Reconstruct the clean input from a corrupted one (noise drawn from each example's key)."""
   noise = functools.partial(corruption.corrupt, kind=setup.config.noise, level=hp["noise_level"])
@@ -160,6 +195,14 @@ def denoising(setup: Setup, params, x, keys, hp, state):
   forward, _ = setup.autoencode(params, x, x_in, keys)
   rec = setup.reconstruction(forward.logits, x)
   return rec, {"loss_rec": rec.mean()}, forward, state
+
+
+def _validate_denoising(config) -> None:
+  checks.choice(config, "noise", corruption.KINDS)
+  top = float("inf") if config.noise == "gaussian" else 1.0
+  if not 0 <= config.noise_level <= top:
+    raise errors.ConfigError(f"--config.noise_level={config.noise_level} must be in [0, {top}] for "
+                             f"noise={config.noise}")
 
 
 def contractive_(setup: Setup, params, x, keys, hp, state):
@@ -171,11 +214,18 @@ def contractive_(setup: Setup, params, x, keys, hp, state):
   path = setup.config.contractive_path
   penalty = contractive.penalty(
       forward.encode, x, path=path, layers=models.mlp_layers(params["encoder"]) if mlp else None,
-      activations=contractive.mlp_activations(encoder) if mlp else None,
+      activations=models.mlp_activations(encoder) if mlp else None,
       # Per-example probes (an independent stream of each example's key): device-count invariant.
       key=_stream(keys, 1) if path == "stochastic" else None)
   return (rec + hp["contractive_weight"] * penalty,
           {"loss_rec": rec.mean(), "loss_contractive": penalty.mean()}, forward, state)
+
+
+def _validate_contractive(config) -> None:
+  checks.choice(config, "contractive_path", contractive.PATHS)
+  if config.contractive_path == "mlp" and config.architecture != "mlp":
+    raise errors.ConfigError("--config.contractive_path=mlp needs --config.architecture=mlp; use 'auto'")
+  checks.non_negative(config, "contractive_weight")
 
 
 def vae(setup: Setup, params, x, keys, hp, state):
@@ -207,17 +257,34 @@ def vae(setup: Setup, params, x, keys, hp, state):
   return per_example, terms, forward, state
 
 
+def _validate_vae(config) -> None:
+  checks.non_negative(config, "beta")
+  checks.choice(config, "vae_objective", VAE_OBJECTIVES)
+  checks.positive(config, "vae_samples")
+  if config.vae_objective == "iwae" and config.beta != 1:
+    raise errors.ConfigError(f"--config.beta={config.beta}: the IWAE bound has no KL weight; set --config.beta=1.0 "
+                             "or --config.vae_objective=elbo")
+  if config.architecture == "mlp" and not tuple(config.widths):
+    raise errors.ConfigError("--config.family=vae needs at least one hidden width, e.g. --config.widths='(400,)'")
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
   """A family's entry: its objective, which hyperparameters it reads, its model, its key metrics."""
 
   objective: Objective
-  hparams: tuple[str, ...]  # Beyond learning_rate and seed, which every family reads.
+  # The hyperparameters it reads beyond the optimizer's and the seed (a sweep over another is refused).
+  hparams: tuple[str, ...]
   idea: str  # What constrains the code (README's and compare's table).
   use: str  # When to reach for it.
   metrics: tuple[str, ...]  # The evaluation metrics a sweep or comparison table shows first.
   variational: bool = False  # The model: a Gaussian encoder and sampling in the loss.
   draws_filters: bool = False  # pictures: what each code unit draws (filters.png).
+  # Numbers of the config that the evaluation reports beside the metrics (the KL-sparse AE's rho target).
+  reported_hparams: Callable[[Any], dict[str, float]] = lambda config: {}
+  validate: Callable[[Any], None] = _no_checks  # Its own config keys; ConfigError naming the key.
+  init_state: Callable[[Any], State] = _no_state  # Its training state besides the parameters.
+  topk: Callable[[Any], int] = lambda config: 0  # The model's TopK code (0: none).
 
 
 _COMMON_METRICS = ("mse", "probe_accuracy")
@@ -229,23 +296,41 @@ FAMILIES: dict[str, Family] = {
         sparse, ("sparsity_weight", "rho", "auxk_weight"),
         "an L1 penalty on the code, or KL(rho || mean activation) per unit, or TopK",
         "many features of which few fire per input: interpretable parts",
-        _COMMON_METRICS + ("l0", "dead_fraction"), draws_filters=True),
+        _COMMON_METRICS + ("l0", "dead_fraction"), draws_filters=True,
+        reported_hparams=lambda config: {"rho": float(config.rho)} if config.sparsity == "kl" else {},
+        validate=_validate_sparse, init_state=_sparse_state,
+        topk=lambda config: config.topk if config.sparsity == "topk" else 0),
     "denoising": Family(
         denoising, ("noise_level",),
         "the encoder sees a corrupted input (Gaussian, masking, salt-and-pepper); the loss compares with "
         "the clean one", "features robust to noise, or an actual denoiser",
-        _COMMON_METRICS + ("psnr_gain/masking_0.25", "psnr_gain/gaussian_0.3")),
+        _COMMON_METRICS + ("psnr_gain/masking_0.25", "psnr_gain/gaussian_0.3"), validate=_validate_denoising),
     "contractive": Family(
         contractive_, ("contractive_weight",), "the squared Frobenius norm of the encoder Jacobian, computed exactly",
         "codes insensitive to small input changes (a locally flat manifold)",
-        _COMMON_METRICS + ("jacobian_frobenius_sq", "psnr_gain/gaussian_0.3")),
+        _COMMON_METRICS + ("jacobian_frobenius_sq", "psnr_gain/gaussian_0.3"), validate=_validate_contractive),
     "vae": Family(
         vae, ("beta",), "a Gaussian posterior, the reparameterization trick, and the negative ELBO (with a beta "
         "on the KL)", "generating new samples, or a smooth, structured latent space",
         ("negative_elbo", "elbo_reconstruction", "elbo_kl", "log_likelihood", "active_units", "mse"),
-        variational=True),
+        variational=True, validate=_validate_vae),
 }
 NAMES = tuple(FAMILIES)
+
+
+def register(name: str, family: Family) -> None:
+  """Adds a family (or replaces one) by name: validation, models, sweeps, evaluation and the CLI read it
+  from here. A new family is its objective and this one call (README, "Adding a family")."""
+  FAMILIES[name] = family
+  global NAMES
+  NAMES = tuple(FAMILIES)
+
+
+def unread_hparams(config, keys) -> list[str]:
+  """Those of `keys` that are some family's hyperparameters but not read by `config.family`."""
+  own = set(get(config.family).hparams)
+  every = {k for family in FAMILIES.values() for k in family.hparams}
+  return [k for k in keys if k in every and k not in own]
 
 
 def get(name: str) -> Family:
@@ -256,67 +341,11 @@ def get(name: str) -> Family:
 
 def model_from_config(config, input_shape: Sequence[int]) -> nn.Module:
   """`models.build` with the model keys of an experiment config; ValueError for impossible shapes."""
-  topk = config.topk if config.family == "sparse" and config.sparsity == "topk" else 0
+  family = get(config.family)
   return models.build(
       architecture=config.architecture, input_shape=input_shape, latent_dim=config.latent_dim,
       widths=tuple(config.widths), activation=config.activation, code_activation=config.code_activation,
-      variational=get(config.family).variational, topk=topk, kernel_init=config.kernel_init)
-
-
-def resolve_term(path: str) -> Term:
-  """Imports `module.sub:function` and returns the function; ValueError with a fix if it can't.
-
-  The working directory is importable, as for `python -m`: a `my_terms.py` next to where the run
-  starts is found without setting PYTHONPATH.
-  """
-  module_name, sep, attr = path.partition(":")
-  if not sep or not module_name or not attr:
-    raise ValueError(f"extra term {path!r} must look like 'package.module:function'")
-  if os.getcwd() not in sys.path and "" not in sys.path:
-    sys.path.append(os.getcwd())
-  try:
-    module = importlib.import_module(module_name)
-  except ImportError as e:
-    raise ValueError(f"cannot import module {module_name!r} for extra term {path!r}: {e}; the module must "
-                     "be in the working directory or on PYTHONPATH") from None
-  fn = getattr(module, attr, None)
-  if not callable(fn):
-    raise ValueError(f"module {module_name!r} has no function {attr!r} (extra term {path!r})")
-  return fn
-
-
-def extra_terms(spec: str) -> dict[str, Term]:
-  """The user terms of `config.extra_terms`, by name (their weights are hyperparameters).
-
-  Each is wrapped so that an exception inside it is re-raised as `errors.TermError` naming the term,
-  with the user's own exception (and traceback) as its cause.
-  """
-  terms = {}
-  for name, path, _ in hparams.parse_extra_terms(spec):
-    if name in terms:
-      raise ValueError(f"extra term {name!r} is named twice; term names (the function names) must differ")
-    terms[name] = _named(name, path, resolve_term(path))
-  return terms
-
-
-def _named(name: str, path: str, fn: Term) -> Term:
-  @functools.wraps(fn)
-  def term(forward: Forward) -> jax.Array:
-    try:
-      return fn(forward)
-    except Exception as e:  # The user's code: name it, keep their exception and traceback as the cause.
-      raise errors.TermError(f"extra term {name!r} ({path}) raised {type(e).__name__}: {e}; its traceback "
-                             "follows") from e
-  return term
-
-
-def _check_term(name: str, value: Any, shape: tuple[int, ...]) -> jax.Array:
-  """The batch mean of a user term, after checking (while tracing) that it gave one float per example."""
-  value = jnp.asarray(value)
-  if value.shape != shape or not jnp.issubdtype(value.dtype, jnp.floating):
-    raise ValueError(f"extra term {name!r} must return one float per example, shape {shape}; it returned "
-                     f"shape {value.shape} of {value.dtype}")
-  return value.mean()
+      variational=family.variational, topk=family.topk(config), kernel_init=config.kernel_init)
 
 
 def build(config, model: nn.Module, *, axis_name: str | None = None) -> LossFn:
@@ -329,13 +358,13 @@ def build(config, model: nn.Module, *, axis_name: str | None = None) -> LossFn:
   """
   objective = get(config.family).objective
   setup = Setup(model, config, axis_name)
-  extra = extra_terms(config.extra_terms)
+  extra = user_terms.extra_terms(config.extra_terms)
 
   def loss_fn(params, batch, keys, hp, state):
     per_example, terms, forward, state = objective(setup, params, batch["image"], keys, hp, state)
     loss = per_example.mean()
     for name, fn in extra.items():
-      value = _check_term(name, fn(forward), per_example.shape)
+      value = user_terms.check_term(name, fn(forward), per_example.shape)
       terms[f"loss_{name}"] = value
       loss = loss + hp[hparams.EXTRA_PREFIX + name] * value
     terms["loss"] = loss

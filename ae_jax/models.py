@@ -23,7 +23,6 @@ import numpy as np
 
 from ae_jax import activations
 from ae_jax import convolution
-from ae_jax.losses import sparsity
 
 # Kernel initialisers by name: lecun_normal is flax's default; glorot_uniform is the IWAE paper's
 # (Glorot & Bengio 2010); he_* (Kaiming) suit ReLU nets.
@@ -66,7 +65,7 @@ def _code(module: nn.Module, pre: jax.Array) -> jax.Array:
   if not module.topk:
     return pre
   module.sow("intermediates", "pre_code", pre)
-  return sparsity.topk(pre, k=module.topk)
+  return activations.topk(pre, k=module.topk)
 
 
 class MLPDecoder(nn.Module):
@@ -269,6 +268,11 @@ def build(
       trunk = ConvEncoder(tuple(widths), last, activation, code_activation=activation, kernel_init=kernel_init)
     return VAE(GaussianEncoder(trunk, latent_dim, kernel_init), dec)
   return Autoencoder(trunk_cls(tuple(widths), latent_dim, activation, code_activation, topk, kernel_init), dec)
+
+
+def mlp_activations(encoder: MLPEncoder) -> tuple[str, ...]:
+  """The activation names, input layer first, of an MLP encoder (`losses.contractive.mlp_frobenius_sq`)."""
+  return (encoder.activation,) * len(encoder.widths) + (encoder.code_activation,)
 
 
 def mlp_layers(encoder_params) -> list[tuple[jax.Array, jax.Array]]:

@@ -6,7 +6,7 @@ Members (override dicts, see `ae_jax.sweep_spec`) that share a structure train t
 (`train.train_members`): their hyperparameters are a stacked pytree, their states carry a member axis
 split over the devices. Groups of different structure (e.g. a sweep over `family`) run one after another.
 Each member writes what a single run writes into `workdir/<member name>/`; the sweep adds `sweep.json`
-(what it is), `sweep.md`, `sweep.csv` and `sweep.png` (one row per member, and mean ± std over seeds).
+(what it is) and its tables (one row per member, and mean ± std over seeds): `ae_jax.workdir` names them.
 
 Rerunning the same sweep resumes it: finished members are re-reported from their files, the others
 resume from their checkpoints. New members may be added to a finished sweep (only they train); a
@@ -14,7 +14,6 @@ sweep with another base config is refused unless `overwrite`.
 """
 
 import copy
-import json
 import math
 import os
 import shutil
@@ -22,7 +21,6 @@ from typing import Any
 
 from absl import logging
 
-from ae_jax import checkpoints
 from ae_jax import config as config_lib
 from ae_jax import data
 from ae_jax import errors
@@ -31,9 +29,8 @@ from ae_jax import hparams
 from ae_jax import multihost
 from ae_jax import sweep_spec
 from ae_jax import sweep_table
-from ae_jax import writers
+from ae_jax import workdir as workdir_lib
 
-SWEEP_FILE = "sweep.json"
 BASE_METRICS = ("train_loss", "test_loss")
 
 
@@ -45,6 +42,12 @@ def member_configs(base_config, members: list[dict[str, Any]]) -> list[Any]:
     config.update(overrides)
     try:
       config_lib.validate(config)
+      unread = families.unread_hparams(config, overrides)
+      if unread:
+        raise config_lib.ConfigError(
+            f"--config.{unread[0]} is not read by the {config.family} family (it reads "
+            f"{', '.join(families.get(config.family).hparams) or 'no family hyperparameter'}); drop it from the "
+            "sweep, or sweep a family that reads it")
     except config_lib.ConfigError as e:
       raise config_lib.ConfigError(f"sweep member {_describe(overrides)}: {e}") from None
     configs.append(config)
@@ -68,62 +71,26 @@ def _prepare(workdir: str, base_config, members: list[dict[str, Any]], names: li
 
   Every process checks; process 0 alone deletes and writes, and the others wait until it has.
   """
-  path = os.path.join(workdir, SWEEP_FILE)
-  base = checkpoints.comparable(base_config.to_dict())
-  stored = None
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      stored = json.load(f)
-    if not overwrite and stored.get("base") != base:
-      changed = sorted(k for k in stored.get("base", {}).keys() | base.keys() if stored["base"].get(k) != base.get(k))
-      raise config_lib.ConfigError(
-          f"workdir {workdir!r} holds a sweep of a different base config ({', '.join(changed[:4])} differ); use "
-          "another --workdir, or pass --overwrite to discard that sweep")
+  base = workdir_lib.comparable(base_config.to_dict())
+  stored = workdir_lib.read_sweep(workdir)
+  if stored is not None and not overwrite and stored.get("base") != base:
+    changed = sorted(k for k in stored.get("base", {}).keys() | base.keys() if stored["base"].get(k) != base.get(k))
+    raise config_lib.ConfigError(
+        f"workdir {workdir!r} holds a sweep of a different base config ({', '.join(changed[:4])} differ); use "
+        "another --workdir, or pass --overwrite to discard that sweep")
   multihost.barrier("sweep: workdir checked")
   if multihost.is_main():
     if stored is not None and overwrite:
       for name in stored.get("member_names", []):
         shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
-    os.makedirs(workdir, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-      json.dump({"base": base, "members": members, "member_names": names}, f, indent=2, default=str)
+    workdir_lib.write_sweep(workdir, base, members, names)
   multihost.barrier("sweep: workdir prepared")
-
-
-def _finished(workdir: str, config) -> dict[str, Any] | None:
-  """A member's result read back from its files, if it finished (or diverged) with this config."""
-  status_path = os.path.join(workdir, "status.json")
-  config_path = os.path.join(workdir, checkpoints.CONFIG_FILE)
-  if not (os.path.exists(status_path) and os.path.exists(config_path)):
-    return None
-  with open(status_path, encoding="utf-8") as f:
-    status = json.load(f)
-  with open(config_path, encoding="utf-8") as f:
-    if checkpoints.comparable(json.load(f)) != checkpoints.comparable(config.to_dict()):
-      return None
-  if status["status"] == "done" and (status.get("num_epochs", 0) != config.num_epochs if config.num_epochs
-                                     else status["step"] != config.num_steps):
-    return None  # num_steps (or num_epochs: the data set and batch size are the same) was raised: train on.
-  result = {"status": status["status"], "message": status.get("message", ""), "step": status["step"],
-            "diverged_at": status.get("diverged_at"),
-            "eval": {}, "train": {}, "test": {}}
-  eval_path = os.path.join(workdir, "eval.json")
-  if status["status"] == "done" and os.path.exists(eval_path):
-    with open(eval_path, encoding="utf-8") as f:
-      result["eval"] = {k: v for k, v in json.load(f).items() if k != "step"}
-  rows = writers.read_jsonl(os.path.join(workdir, "metrics.jsonl")) if os.path.exists(
-      os.path.join(workdir, "metrics.jsonl")) else []
-  for row in rows:
-    if "loss" in row:
-      result["train"] = {k: v for k, v in row.items() if k != "step" and not k.startswith("test_")}
-    if "test_loss" in row:
-      result["test"] = {k[5:]: v for k, v in row.items() if k.startswith("test_")}
-  return result
 
 
 def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str | None = None,
         overwrite: bool = False, devices=None, names: list[str] | None = None) -> dict[str, Any]:
-  """Trains (or resumes, or re-reports) every member; returns {"rows", "results", "paths", "best", "text"}.
+  """Trains (or resumes, or re-reports) every member; returns {"rows", "results" (a `workdir.Result`
+  per member), "paths", "best", "text", "names"}.
 
   `names` (default: from the swept values) name the members' folders.
 
@@ -139,7 +106,8 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
   if select:
     sweep_table.direction(select)  # A malformed --select fails before anything trains.
   _prepare(workdir, base_config, members, names, overwrite)
-  results: list[dict[str, Any] | None] = [_finished(os.path.join(workdir, n), c) for n, c in zip(names, configs)]
+  results: list[workdir_lib.Result | None] = [workdir_lib.read_finished(os.path.join(workdir, n), c)
+                                              for n, c in zip(names, configs)]
   pending = [i for i, r in enumerate(results) if r is None]
   logging.info("Sweep of %d members in %s: %d finished, %d to train.", len(members), workdir,
                len(members) - len(pending), len(pending))
@@ -160,8 +128,8 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
       raise  # Bad input or the user's own code: one line (and their traceback) from the entry point.
     except Exception as e:  # pylint: disable=broad-except  # One program failing must not lose the others.
       logging.exception("Sweep: the program of %s failed.", ", ".join(names[i] for i in group))
-      outs = [{"status": "failed", "message": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-               "eval": {}, "train": {}, "test": {}} for _ in group]
+      message = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+      outs = [workdir_lib.Result(status=workdir_lib.FAILED, message=message) for _ in group]
     for i, out in zip(group, outs):
       results[i] = out
 
@@ -171,7 +139,7 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
   if multihost.is_main():  # The others' results lack the evaluation (process 0 runs it): they write nothing.
     paths = sweep_table.write(workdir, rows, swept_keys=swept, metrics=metrics, select=select, title=title)
   else:
-    paths = sweep_table.table_paths(workdir)
+    paths = workdir_lib.sweep_tables(workdir)
   multihost.barrier("sweep: tables written")
   try:
     best = sweep_table.best(rows, select, swept_keys=swept) if select else None
@@ -181,13 +149,13 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
   return {"rows": rows, "results": results, "paths": paths, "best": best, "text": text, "names": names}
 
 
-def _row(name: str, config, swept: list[str], result: dict[str, Any]) -> dict[str, Any]:
-  status = result["status"]
-  if status == "diverged":
-    status = f"diverged at step {result.get('diverged_at')}"
-  elif status == "failed":
-    status = f"failed: {result['message']}"
+def _row(name: str, config, swept: list[str], result: workdir_lib.Result) -> dict[str, Any]:
+  status = result.status
+  if status == workdir_lib.DIVERGED:
+    status = f"diverged at step {result.diverged_at}"
+  elif status == workdir_lib.FAILED:
+    status = f"failed: {result.message}"
   row = {"member": name, **{k: config[k] for k in swept}, "status": status,
-         "train_loss": result["train"].get("loss", math.nan), "test_loss": result["test"].get("loss", math.nan)}
-  row.update(result.get("eval", {}))
+         "train_loss": result.train.get("loss", math.nan), "test_loss": result.test.get("loss", math.nan)}
+  row.update(result.eval)
   return row

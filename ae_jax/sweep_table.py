@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ae_jax import sweep_spec
+from ae_jax import workdir as workdir_lib
 
 NA = "—"
 DONE = "done"
@@ -187,17 +188,11 @@ def _csv_value(value: Any) -> str:
   return str(value)
 
 
-def table_paths(workdir: str) -> dict[str, str]:
-  """{"csv", "markdown", "png"}: where `write` puts the tables."""
-  return {name: os.path.join(workdir, f"sweep.{ext}") for name, ext in (("csv", "csv"), ("markdown", "md"),
-                                                                      ("png", "png"))}
-
-
 def write(workdir: str, rows: list[dict[str, Any]], *, swept_keys: Sequence[str], metrics: Sequence[str],
           select: str | None = None, title: str = "") -> dict[str, str]:
-  """Writes sweep.csv, sweep.md and sweep.png to workdir; returns {"csv", "markdown", "png"} paths."""
+  """Writes the tables (`workdir.sweep_tables`: csv, markdown, png); returns their paths."""
   os.makedirs(workdir, exist_ok=True)
-  paths = table_paths(workdir)
+  paths = workdir_lib.sweep_tables(workdir)
   with open(paths["csv"], "w", encoding="utf-8", newline="") as f:
     writer = csv.writer(f)
     writer.writerow([*swept_keys, "status", *metrics])

@@ -1,13 +1,13 @@
 """Metric writers: TensorBoard and logs through clu, plus a JSON-lines file that scripts can read."""
 
 import json
-import math
 import os
-from typing import Any
 
 from clu import metric_writers
 import jax
 import numpy as np
+
+from ae_jax import workdir as workdir_lib
 
 
 class JsonlWriter(metric_writers.MetricWriter):
@@ -20,12 +20,12 @@ class JsonlWriter(metric_writers.MetricWriter):
     row = {"step": int(step)}
     for k, v in scalars.items():
       v = float(np.asarray(v))
-      row[k] = v if math.isfinite(v) else str(v)  # JSON has no NaN; keep it readable.
+      row[k] = workdir_lib.finite_or_text(v)  # JSON has no NaN; keep it readable.
     self._file.write(json.dumps(row) + "\n")
     self._file.flush()
 
   def write_hparams(self, hparams):
-    with open(os.path.join(os.path.dirname(self._file.name), "hparams.json"), "w", encoding="utf-8") as f:
+    with open(os.path.join(os.path.dirname(self._file.name), workdir_lib.HPARAMS), "w", encoding="utf-8") as f:
       json.dump(hparams, f, indent=2, sort_keys=True, default=str)
 
   def write_summaries(self, step, values, metadata=None):
@@ -60,11 +60,5 @@ def create(workdir: str) -> metric_writers.MetricWriter:
   os.makedirs(workdir, exist_ok=True)
   return metric_writers.MultiWriter([
       metric_writers.create_default_writer(workdir, asynchronous=False),
-      JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
+      JsonlWriter(os.path.join(workdir, workdir_lib.METRICS)),
   ])
-
-
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-  """The rows a JsonlWriter wrote."""
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]

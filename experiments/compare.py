@@ -9,7 +9,6 @@ is replaced, so the table never mixes in an older, longer run. The table goes to
 <workdir>/comparison.md and comparison.png and is printed.
 """
 
-import importlib
 import json
 import math
 import os
@@ -45,10 +44,10 @@ def family_config(family: str, *, dataset: str, num_steps: int | None,
   """The family's config file with the comparison's dataset, steps and `overrides`; runs start afresh."""
   if _EXPERIMENTS not in sys.path:  # Config files import their default as `configs.default`.
     sys.path.insert(0, _EXPERIMENTS)
-  config = importlib.import_module(f"configs.{family}").get_config()
-  config.dataset = dataset
+  import configs  # pylint: disable=g-import-not-at-top
+
+  config = configs.get(family, dataset=dataset, overwrite=True)
   config.num_steps = num_steps or config.num_steps
-  config.overwrite = True
   config.update(overrides or {})
   return config
 
@@ -65,7 +64,7 @@ def table_rows(results: dict[str, dict[str, Any]], configs: dict[str, Any]) -> l
     if result is None:
       rows.append([family] + [NA] * (len(COLUMNS) - 3) + [idea, use])
       continue
-    m, k = result["eval"], configs[family].latent_dim
+    m, k = result.eval, configs[family].latent_dim
     elbo = (f"{_number(-m['negative_elbo'], '.1f')} / {_number(m['log_likelihood'], '.1f')}"
             if "log_likelihood" in m else NA)
     rows.append([
@@ -83,7 +82,7 @@ def caption(results: dict[str, dict[str, Any]], configs: dict[str, Any], dataset
   done = {f: r for f, r in results.items() if r is not None}
   any_result = next(iter(done.values()), None)
   steps = ", ".join(f"{f} {configs[f].num_steps}" for f in results)
-  pixels = any_result["eval"].get("probe_accuracy_pixels") if any_result else None
+  pixels = any_result.eval.get("probe_accuracy_pixels") if any_result else None
   vae = configs.get("vae")
   lines = [
       f"Test split of {dataset}, seed {next(iter(configs.values())).seed}; training steps: {steps}.",
@@ -154,10 +153,10 @@ def compare(*, dataset: str = "digits", num_steps: int | None = None,
   base.overwrite = False
   members = [_changes(base, config) for config in configs.values()]
   out = sweep.run(base, members, workdir, overwrite=True, names=list(FAMILIES))
-  results = {f: (r if r["status"] == "done" else None) for f, r in zip(FAMILIES, out["results"])}
+  results = {f: (r if r.done else None) for f, r in zip(FAMILIES, out["results"])}
   for family, result in zip(FAMILIES, out["results"]):
-    if result["status"] != "done":
-      logging.error("%s: %s", family, result["message"])
+    if not result.done:
+      logging.error("%s: %s", family, result.message)
   rows, text = table_rows(results, configs), caption(results, configs, dataset)
   md = markdown(rows, text)
   paths = {"markdown": os.path.join(workdir, "comparison.md"), "png": os.path.join(workdir, "comparison.png")}

@@ -29,11 +29,9 @@ sys.path.insert(0, EXPERIMENTS)  # Config files import their default as `configs
 
 def family_config(family: str):
   """The CPU-tiny test config set to `family` with the family config's own choices."""
-  import importlib  # pylint: disable=g-import-not-at-top
-  from configs import test as test_config  # pylint: disable=g-import-not-at-top
+  import configs  # pylint: disable=g-import-not-at-top
 
-  base = importlib.import_module(f"configs.{family}").get_config()
-  tiny = test_config.get_config()
+  base, tiny = configs.get(family), configs.get("test")
   for key in ("widths", "batch_size", "num_steps", "log_every", "eval_every", "checkpoint_every", "num_pictures",
               "iwae_samples"):
     base[key] = tiny[key]

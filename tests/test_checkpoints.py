@@ -10,6 +10,7 @@ import pytest
 
 from ae_jax import config as config_lib
 from ae_jax import train
+from ae_jax import workdir as workdir_lib
 from tests.conftest import family_config
 
 
@@ -32,14 +33,14 @@ def uninterrupted(tmp_path_factory):
 def test_resume_matches_an_uninterrupted_run(uninterrupted, tmp_path):
   train.train_and_evaluate(_config(20), str(tmp_path))  # "Stopped" after 20 steps.
   resumed = train.train_and_evaluate(_config(40), str(tmp_path))
-  assert [row["step"] for row in resumed["history"]] == [30, 40]  # Only the remaining steps ran.
-  _assert_same_params(resumed["params"], uninterrupted["params"])
-  assert resumed["test"] == pytest.approx(uninterrupted["test"], rel=1e-6)
+  assert [row["step"] for row in resumed.history] == [30, 40]  # Only the remaining steps ran.
+  _assert_same_params(resumed.params, uninterrupted.params)
+  assert resumed.test == pytest.approx(uninterrupted.test, rel=1e-6)
   rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-  assert [r["step"] for r in rows if "loss" in r] == [10, 20, 30, 40]
-  assert [r["step"] for r in rows if "eval/mse" in r] == [20, 40]  # Each run's end-of-run evaluation.
+  assert [r.step for r in rows if "loss" in r] == [10, 20, 30, 40]
+  assert [r.step for r in rows if "eval/mse" in r] == [20, 40]  # Each run's end-of-run evaluation.
   again = train.train_and_evaluate(_config(40), str(tmp_path))  # Finished: nothing to train.
-  assert again["history"] == [] and again["eval"] == pytest.approx(resumed["eval"], rel=1e-6, nan_ok=True)
+  assert again.history == [] and again.eval == pytest.approx(resumed.eval, rel=1e-6, nan_ok=True)
   assert [json.loads(line) for line in open(tmp_path / "metrics.jsonl")] == rows  # Nothing logged twice.
 
 
@@ -52,8 +53,8 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(uninterrupted,
   caplog.set_level("WARNING")
   result = train.train_and_evaluate(_config(40), str(tmp_path))
   assert "Checkpoint at step 40 cannot be restored" in caplog.text
-  assert [row["step"] for row in result["history"]] == [30, 40]  # Retrained from step 20.
-  _assert_same_params(result["params"], uninterrupted["params"])
+  assert [row["step"] for row in result.history] == [30, 40]  # Retrained from step 20.
+  _assert_same_params(result.params, uninterrupted.params)
 
 
 def test_workdir_with_a_different_run_is_refused_unless_overwrite(tmp_path):
@@ -61,21 +62,21 @@ def test_workdir_with_a_different_run_is_refused_unless_overwrite(tmp_path):
   with pytest.raises(config_lib.ConfigError, match="different config.*latent_dim.*overwrite"):
     train.train_and_evaluate(_config(20, latent_dim=3), str(tmp_path))
   result = train.train_and_evaluate(_config(20, latent_dim=3, overwrite=True), str(tmp_path))
-  assert [row["step"] for row in result["history"]] == [10, 20]  # Started afresh.
+  assert [row["step"] for row in result.history] == [10, 20]  # Started afresh.
 
 
 def test_probe_settings_are_resumable_and_a_cosine_schedule_fixes_the_length():
   from ae_jax import checkpoints  # pylint: disable=g-import-not-at-top
   config = family_config("undercomplete")
-  base = checkpoints.comparable(config.to_dict())
-  assert checkpoints.comparable({**config.to_dict(), "probe_examples": 10_000, "probe_max_iter": 5}) == base
-  assert checkpoints.comparable({**config.to_dict(), "num_steps": 99, "num_epochs": 3}) == base  # Train on.
+  base = workdir_lib.comparable(config.to_dict())
+  assert workdir_lib.comparable({**config.to_dict(), "probe_examples": 10_000, "probe_max_iter": 5}) == base
+  assert workdir_lib.comparable({**config.to_dict(), "num_steps": 99, "num_epochs": 3}) == base  # Train on.
   cosine = {**config.to_dict(), "lr_schedule": "warmup_cosine"}
   # The cosine ends at the last step: another length is another trajectory.
-  assert checkpoints.comparable(cosine) != checkpoints.comparable({**cosine, "num_steps": 99})
+  assert workdir_lib.comparable(cosine) != workdir_lib.comparable({**cosine, "num_steps": 99})
   epochs = {**cosine, "num_epochs": 3}
-  assert checkpoints.comparable(epochs) != checkpoints.comparable({**epochs, "num_epochs": 4})
-  assert checkpoints.comparable(epochs) == checkpoints.comparable({**epochs, "num_steps": 99})  # Resolved there.
+  assert workdir_lib.comparable(epochs) != workdir_lib.comparable({**epochs, "num_epochs": 4})
+  assert workdir_lib.comparable(epochs) == workdir_lib.comparable({**epochs, "num_steps": 99})  # Resolved there.
 
 
 def test_a_checkpoint_from_before_model_state_restores_with_the_fresh_model_state(tmp_path):

@@ -18,6 +18,7 @@ from ae_jax import data
 from ae_jax import families
 from ae_jax import models
 from ae_jax import step as step_lib
+from ae_jax.losses import contractive
 from ae_jax.losses import corruption
 from ae_jax.losses import reconstruction
 from configs import default  # tests/conftest.py puts experiments/ on sys.path.
@@ -100,9 +101,9 @@ CHOICE_KEYS = {
     "data_placement": (("auto", "device", "stream"), None),
     "activation": (activations.NAMES, None),
     "code_activation": (activations.NAMES, None),
-    "sparsity": (config_lib.SPARSITY, "sparse"),
+    "sparsity": (families.SPARSITY, "sparse"),
     "noise": (corruption.KINDS, "denoising"),
-    "contractive_path": (config_lib.CONTRACTIVE_PATHS, "contractive"),
+    "contractive_path": (contractive.PATHS, "contractive"),
     "lr_schedule": (step_lib.LR_SCHEDULES, None),
     "kernel_init": (tuple(models.KERNEL_INITS), None),
     "init_output_bias": (models.OUTPUT_BIASES, None),

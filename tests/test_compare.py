@@ -8,6 +8,7 @@ from PIL import Image
 
 import compare  # experiments/ is on sys.path (tests/conftest.py).
 from ae_jax import families
+from ae_jax import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,8 +67,8 @@ def test_table_of_canned_results_with_a_failed_family(tmp_path):
   metrics = {"mse": 0.01, "pca_mse": 0.02, "probe_accuracy": 0.9, "probe_accuracy_pixels": 0.95,
              "psnr_gain/masking_0.25": 2.0, "psnr_gain/gaussian_0.3": -1.0, "jacobian_frobenius_sq": 12.0,
              "l0": 5.0, "l0_threshold": 1e-3, "dead_fraction": 0.25}
-  results = {f: {"eval": dict(metrics)} for f in families.NAMES}
-  results["vae"]["eval"].update(negative_elbo=25.04, log_likelihood=-24.52)
+  results = {f: workdir_lib.Result(eval=dict(metrics)) for f in families.NAMES}
+  results["vae"].eval.update(negative_elbo=25.04, log_likelihood=-24.52)
   results["contractive"] = None
   rows = compare.table_rows(results, configs)
   assert rows[0][:10] == ["undercomplete", "0.0100", "0.0200 (8)", "0.900", "+2.00", "-1.00", "12",

@@ -125,7 +125,7 @@ def test_penalty_grad_matches_finite_differences(path):
   with jax.enable_x64(True):
     enc, params, x, encode = _make(2, input_shape=(4,), widths=(5,), latent_dim=3,
                                    activation="tanh", code_activation="sigmoid", x64=True)
-    names = contractive.mlp_activations(enc)
+    names = models.mlp_activations(enc)
 
     @jax.jit
     def loss(p):
@@ -215,7 +215,7 @@ def test_every_path_matches_reference_value_and_grad(config):
   with jax.enable_x64(True):
     enc, params, x, encode = _make(5, input_shape=input_shape, widths=widths, latent_dim=latent_dim,
                                    activation=act, code_activation=code_act, x64=True)
-    names = contractive.mlp_activations(enc)
+    names = models.mlp_activations(enc)
 
     def per_path(path):
       def loss(p):
@@ -240,7 +240,7 @@ def test_every_path_matches_reference_value_and_grad(config):
 def test_mlp_path_float32_matches_reference():
   enc, params, x, encode = _make(6, input_shape=(8,), widths=(6, 5), latent_dim=3,
                                  activation="sigmoid", code_activation="tanh")
-  names = contractive.mlp_activations(enc)
+  names = models.mlp_activations(enc)
   ref = jax.jit(lambda p: contractive.frobenius_sq(lambda xb: encode(p, xb), x))(params)
   got = jax.jit(lambda p: contractive.mlp_frobenius_sq(models.mlp_layers(p), names, x))(params)
   assert got.dtype == jnp.float32
@@ -303,7 +303,7 @@ def test_stochastic_with_per_example_keys_does_not_depend_on_the_rest_of_the_bat
 def test_resolve_path_auto_and_explicit():
   enc, params, x, encode = _make(9, input_shape=(6,), widths=(4,), latent_dim=3, activation="relu")
   fn = lambda xb: encode(params, xb)
-  layers, names = models.mlp_layers(params), contractive.mlp_activations(enc)
+  layers, names = models.mlp_layers(params), models.mlp_activations(enc)
   assert names == ("relu", "linear")
   assert contractive.resolve_path(fn, x, layers=layers, activations=names) == "mlp"
   assert contractive.resolve_path(None, x, layers=layers, activations=names) == "mlp"
@@ -322,7 +322,7 @@ def test_penalty_raises_on_bad_input():
   enc, params, x, encode = _make(10, input_shape=(6,), widths=(4,), latent_dim=3,
                                  activation="relu")
   fn = lambda xb: encode(params, xb)
-  layers, names = models.mlp_layers(params), contractive.mlp_activations(enc)
+  layers, names = models.mlp_layers(params), models.mlp_activations(enc)
   bad = [
       (dict(path="hessian"), "unknown contractive path"),
       (dict(path="mlp"), "needs layers"),

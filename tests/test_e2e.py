@@ -16,21 +16,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _assert_trained(result, workdir, family):
-  losses = [row["loss"] for row in result["history"]]
+  losses = [row["loss"] for row in result.history]
   assert all(np.isfinite(losses)), losses
   assert losses[-1] < losses[0], losses
-  assert np.isfinite(result["test"]["loss"])
+  assert np.isfinite(result.test["loss"])
   all_rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   rows = [r for r in all_rows if "loss" in r]
-  assert [r["step"] for r in rows] == [10, 20, 30, 40]
+  assert [r.step for r in rows] == [10, 20, 30, 40]
   assert {"loss", "loss_rec", "test_loss", "test_loss_rec", "grad_norm"} <= set(rows[-1])
-  assert os.path.exists(result["paths"]["reconstructions"])
+  assert os.path.exists(result.paths["reconstructions"])
   _assert_evaluated(result, workdir, all_rows[-1], family)
 
 
 def _assert_evaluated(result, workdir, eval_row, family):
   """The end-of-run evaluation: finite, in metrics.jsonl (as eval/*) and eval.json, IWAE >= ELBO."""
-  metrics = result["eval"]
+  metrics = result.eval
   expected = {"mse", "sse", "pca_mse", "pca_sse", "jacobian_frobenius_sq", "latent_sensitivity",
               "fraction_variance_explained", "psnr_gain/masking_0.25", "psnr_gain/gaussian_0.3"}
   if family == "vae":
@@ -51,10 +51,10 @@ def _assert_evaluated(result, workdir, eval_row, family):
 def test_family_trains_on_digits(family, tmp_path):
   result = train.train_and_evaluate(family_config(family), str(tmp_path))
   _assert_trained(result, str(tmp_path), family)
-  assert 0 <= result["eval"]["probe_accuracy"] <= 1 and result["eval"]["probe_accuracy_pixels"] > 0.8
+  assert 0 <= result.eval["probe_accuracy"] <= 1 and result.eval["probe_accuracy_pixels"] > 0.8
   expected = {"reconstructions", "denoising", "latent_scatter", "curves", "eval"}
   expected |= {"vae": {"samples", "interpolations"}, "sparse": {"filters"}}.get(family, set())
-  assert set(result["paths"]) == expected and all(os.path.exists(p) for p in result["paths"].values())
+  assert set(result.paths) == expected and all(os.path.exists(p) for p in result.paths.values())
 
 
 @pytest.mark.parametrize("family", families.NAMES)

@@ -8,6 +8,7 @@ import pytest
 from ae_jax import families
 from ae_jax import hparams
 from ae_jax import models
+from ae_jax import user_terms
 from ae_jax.losses import reconstruction
 from ae_jax.losses import sparsity
 from ae_jax.losses import variational
@@ -112,7 +113,7 @@ def test_user_term_by_import_path():
 ])
 def test_bad_user_terms(spec, match):
   with pytest.raises(ValueError, match=match):
-    families.extra_terms(spec)
+    user_terms.extra_terms(spec)
 
 
 def test_unknown_family():

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ae_jax import activations
 from ae_jax.losses import corruption
 from ae_jax.losses import reconstruction
 from ae_jax.losses import sparsity
@@ -171,11 +172,11 @@ def test_gaussian_log_prob_known_value():
 
 def test_topk_keeps_the_k_largest_after_relu():
   pre = jnp.array([[3.0, -1.0, 2.0, 0.5], [-2.0, -1.0, -3.0, 4.0]])
-  np.testing.assert_allclose(jax.jit(lambda p: sparsity.topk(p, k=2))(pre), [[3.0, 0, 2.0, 0], [0, 0, 0, 4.0]])
-  grad = jax.grad(lambda p: sparsity.topk(p, k=2).sum())(pre)
+  np.testing.assert_allclose(jax.jit(lambda p: activations.topk(p, k=2))(pre), [[3.0, 0, 2.0, 0], [0, 0, 0, 4.0]])
+  grad = jax.grad(lambda p: activations.topk(p, k=2).sum())(pre)
   np.testing.assert_allclose(grad, [[1, 0, 1, 0], [0, 0, 0, 1]])  # Only kept, positive units learn.
   with pytest.raises(ValueError, match="k must be"):
-    sparsity.topk(pre, k=5)
+    activations.topk(pre, k=5)
 
 
 def test_examples_since_fired_counts_the_global_batch_and_resets_on_firing():

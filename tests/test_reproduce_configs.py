@@ -1,14 +1,18 @@
 """experiments/configs/reproduce/: every paper row's config (and CPU variant) is valid and launches."""
 
-import importlib
 import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
 from ae_jax import config as config_lib
 from ae_jax import families
+from ae_jax import hparams
+from ae_jax import models
+import configs  # tests/conftest.py puts experiments/ on sys.path.
 from configs.reproduce import iwae2015  # tests/conftest.py puts experiments/ on sys.path.
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,10 +22,15 @@ VARIANTS = [("hinton2006", None), ("rifai2011", None)] + [
 
 @pytest.mark.parametrize("name, variant", VARIANTS)
 def test_each_row_is_a_valid_config_that_builds_its_loss(name, variant):
-  module = importlib.import_module(f"configs.reproduce.{name}")
-  config = module.get_config() if variant is None else module.get_config(variant)
+  config = configs.get(f"reproduce.{name}" + (f":{variant}" if variant else ""))
   config_lib.validate(config)
-  families.model_from_config(config, (28, 28, 1))  # The paper's shapes fit MNIST.
+  model = families.model_from_config(config, (28, 28, 1))  # The paper's shapes fit MNIST.
+  loss_fn = families.build(config, model)
+  params = jax.eval_shape(lambda: models.init(model, jax.random.key(0), (28, 28, 1)))
+  loss, (terms, _) = jax.eval_shape(loss_fn, params, {"image": jax.ShapeDtypeStruct((2, 28, 28, 1), np.float32)},
+                                    jax.random.split(jax.random.key(0), 2), hparams.from_config(config),
+                                    families.init_state(config))
+  assert loss.shape == () and "loss_rec" in terms
 
 
 def test_iwae_rows_follow_the_paper():

@@ -54,27 +54,27 @@ def test_members_equal_single_runs_on_one_and_four_devices(family, tmp_path):
   for devices in (1, 4):
     out = sweep.run(base, _members(family), str(tmp_path / f"sweep{devices}"), devices=jax.devices()[:devices])
     for single, result in zip(singles, out["results"]):
-      assert result["status"] == "done"
-      _assert_close(result["params"], single["params"])
-      assert result["test"]["loss"] == pytest.approx(single["test"]["loss"], rel=1e-4)
-      assert result["eval"]["mse"] == pytest.approx(single["eval"]["mse"], rel=1e-3)
+      assert result.status == "done"
+      _assert_close(result.params, single.params)
+      assert result.test["loss"] == pytest.approx(single.test["loss"], rel=1e-4)
+      assert result.eval["mse"] == pytest.approx(single.eval["mse"], rel=1e-3)
       for key in ("batch_dead_fraction", "dead_fraction_window"):  # Counted on the global batch.
-        assert result["train"].get(key) == single["train"].get(key)
+        assert result.train.get(key) == single.train.get(key)
 
 
 def test_a_diverging_member_is_marked_and_the_others_finish(tmp_path):
   base = _config("undercomplete", optimizer="adam")
   out = sweep.run(base, [{"learning_rate": 1e-3}, {"learning_rate": 1e30}], str(tmp_path))
   good, bad = out["results"]
-  assert good["status"] == "done" and good["eval"]
-  assert bad["status"] == "diverged" and 1 <= bad["diverged_at"] <= 20
-  assert "non-finite" in bad["message"] and "learning_rate" in bad["message"]
-  assert out["rows"][1]["status"] == f"diverged at step {bad['diverged_at']}"
+  assert good.status == "done" and good.eval
+  assert bad.status == "diverged" and 1 <= bad.diverged_at <= 20
+  assert "non-finite" in bad.message and "learning_rate" in bad.message
+  assert out["rows"][1]["status"] == f"diverged at step {bad.diverged_at}"
   status = json.load(open(tmp_path / out["names"][1] / "status.json"))
-  assert status["status"] == "diverged" and status["diverged_at"] == bad["diverged_at"]
+  assert status["status"] == "diverged" and status["diverged_at"] == bad.diverged_at
   # The diverged member's logged rows all precede its divergence; its checkpoints are good ones.
   rows = [json.loads(line) for line in open(tmp_path / out["names"][1] / "metrics.jsonl")]
-  assert all(r["step"] < bad["diverged_at"] for r in rows)
+  assert all(r.step < bad.diverged_at for r in rows)
 
 
 def test_single_run_divergence_names_the_step_and_the_last_good_checkpoint(tmp_path):
@@ -92,8 +92,8 @@ def test_interrupted_sweep_resumes_and_a_finished_one_is_reported_without_traini
     os.remove(tmp_path / "cut" / name / "status.json")
   resumed = sweep.run(base, members, str(tmp_path / "cut"))
   for a, b in zip(full["results"], resumed["results"]):
-    assert [row["step"] for row in b["history"]] == [20]  # Only the remaining steps ran.
-    _assert_close(a["params"], b["params"], rtol=1e-6, atol=1e-7)
+    assert [row["step"] for row in b.history] == [20]  # Only the remaining steps ran.
+    _assert_close(a.params, b.params, rtol=1e-6, atol=1e-7)
 
   def no_training(*args, **kwargs):
     raise AssertionError("a finished sweep must not train again")
@@ -117,7 +117,7 @@ def test_extending_a_sweep_trains_only_the_new_members(tmp_path, monkeypatch):
   monkeypatch.setattr(train, "train_members", recording)
   out = sweep.run(base, [{"beta": 1.0}, {"beta": 4.0}], str(tmp_path))
   assert trained == [str(tmp_path / "beta=4")]
-  assert [r["status"] for r in out["rows"]] == ["done", "done"]
+  assert [r.status for r in out["rows"]] == ["done", "done"]
   for path in ("sweep.md", "sweep.csv", "sweep.png", "beta=1/eval.json", "beta=4/metrics.jsonl"):
     assert os.path.exists(tmp_path / path), path
 
@@ -127,12 +127,12 @@ def test_a_sweep_of_another_base_config_is_refused_unless_overwrite(tmp_path):
   with pytest.raises(config_lib.ConfigError, match="different base config.*latent_dim.*--overwrite"):
     sweep.run(_config("undercomplete", latent_dim=3), [{"seed": 0}], str(tmp_path))
   out = sweep.run(_config("undercomplete", latent_dim=3), [{"seed": 0}], str(tmp_path), overwrite=True)
-  assert out["results"][0]["status"] == "done" and len(out["results"][0]["history"]) == 2
+  assert out["results"][0].status == "done" and len(out["results"][0].history) == 2
 
 
 def test_structure_keys_may_be_swept_groups_run_one_after_another(tmp_path):
   out = sweep.run(_config("undercomplete"), [{"latent_dim": 2}, {"latent_dim": 3}], str(tmp_path))
-  assert [r["params"]["encoder"]["code"]["kernel"].shape[1] for r in out["results"]] == [2, 3]
+  assert [r.params["encoder"]["code"]["kernel"].shape[1] for r in out["results"]] == [2, 3]
 
 
 def _cli(*args):
@@ -186,7 +186,7 @@ def test_kill_9_and_the_same_command_again_resumes_the_whole_sweep(tmp_path):
   assert whole.returncode == 0, whole.stderr[-3000:]
   for name in ("noise_level=0.1", "noise_level=0.4"):
     rows = [[json.loads(line) for line in open(d / name / "metrics.jsonl")] for d in (killed, tmp_path / "whole")]
-    assert [r["step"] for r in rows[0] if "loss" in r] == [r["step"] for r in rows[1] if "loss" in r]
+    assert [r.step for r in rows[0] if "loss" in r] == [r.step for r in rows[1] if "loss" in r]
     assert rows[0][-1]["eval/mse"] == pytest.approx(rows[1][-1]["eval/mse"], rel=1e-5)
 
 

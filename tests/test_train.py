@@ -133,6 +133,7 @@ def test_training_length_in_epochs_and_the_data_mean_output_bias(tmp_path):
   from ae_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from ae_jax import data  # pylint: disable=g-import-not-at-top
   from ae_jax import train  # pylint: disable=g-import-not-at-top
+  from ae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
   config = family_config("undercomplete")
   # A negligible learning rate: the trained output bias is still the one set at init. The IWAE schedule
@@ -143,10 +144,10 @@ def test_training_length_in_epochs_and_the_data_mean_output_bias(tmp_path):
   expected = 2 * (len(ds.train_images) // config.batch_size)
   assert config_lib.resolve_steps(config, len(ds.train_images)) == expected != config.num_steps
   result = train.train_and_evaluate(config, str(tmp_path))
-  assert result["step"] == expected and result["history"][-1]["step"] == expected
-  with open(os.path.join(tmp_path, train.STATUS_FILE), encoding="utf-8") as f:
+  assert result.step == expected and result.history[-1]["step"] == expected
+  with open(os.path.join(tmp_path, workdir_lib.STATUS), encoding="utf-8") as f:
     assert json.load(f)["num_epochs"] == 2
-  np.testing.assert_allclose(result["params"]["decoder"]["logits"]["bias"],
+  np.testing.assert_allclose(result.params["decoder"]["logits"]["bias"],
                              models.data_mean_logits(ds.train_images).reshape(-1), atol=1e-6)
 
 

@@ -24,7 +24,6 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from ae_jax import activations as activations_lib
-from ae_jax import models
 
 Encode = Callable[[jax.Array], jax.Array]
 Layers = Sequence[tuple[ArrayLike, ArrayLike]]
@@ -76,11 +75,6 @@ def frobenius_sq_jacrev(encode: Encode, x: ArrayLike) -> jax.Array:
   return _frobenius_sq(jax.jacrev, encode, x)
 
 
-def mlp_activations(encoder: models.MLPEncoder) -> tuple[str, ...]:
-  """The activation names, input layer first, that `mlp_frobenius_sq` needs for `encoder`."""
-  return (encoder.activation,) * len(encoder.widths) + (encoder.code_activation,)
-
-
 def _check_layers(layers: Layers, names: Sequence[str], d: int) -> list[tuple[jax.Array, jax.Array]]:
   if isinstance(names, str):
     raise ValueError(f"activations must be a sequence of names, one per layer, got {names!r}")
@@ -112,7 +106,7 @@ def mlp_frobenius_sq(layers: Layers, activations: Sequence[str], x: ArrayLike) -
 
   Args:
     layers: (kernel (in, out), bias (out,)) pairs, input layer first (`models.mlp_layers`).
-    activations: one activation name per layer (`mlp_activations(encoder)`).
+    activations: one activation name per layer (`models.mlp_activations(encoder)`).
     x: a (B, ...) batch; flattened to (B, d) as `MLPEncoder` does.
 
   Returns:

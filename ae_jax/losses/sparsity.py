@@ -46,18 +46,6 @@ def kl_divergence(
   return bernoulli_kl(rho, jnp.clip(rho_hat, eps, 1.0 - eps))
 
 
-def topk(pre: ArrayLike, *, k: int) -> jax.Array:
-  """TopK activation (Gao et al. 2024): relu of the k largest pre-activations per example, 0 elsewhere.
-
-  Ties at the k-th value may keep a few more than k units; gradients flow to the kept units only.
-  """
-  pre = jnp.asarray(pre)
-  if not 0 < k <= pre.shape[-1]:
-    raise ValueError(f"k must be in [1, {pre.shape[-1]}] (the code size), got {k}")
-  kth = lax.top_k(pre, k)[0][..., -1:]
-  return jnp.where(pre >= kth, jax.nn.relu(pre), 0.0)
-
-
 def dead_units(code: ArrayLike, *, axis_name: str | None = None) -> jax.Array:
   """Units that fired for no example of the (global) batch, shape (k,) bool."""
   fired = jnp.any(jnp.asarray(code) > 0, axis=0).astype(jnp.float32)
