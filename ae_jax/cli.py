@@ -1,4 +1,9 @@
-"""What experiment entry points share: one-line errors with exit code 2, and the closing report."""
+"""What experiment entry points share: flag parsing, one-line errors with exit code 2, quiet logs, the
+closing report and the compilation cache. Starting several processes is `ae_jax.launch`'s job.
+
+JAX is imported by the config checks (`ae_jax.config` reads the family registry); TensorFlow, which
+clu's TensorBoard writer and tfds load, only after the flags are checked.
+"""
 
 import contextlib
 import json
@@ -26,139 +31,6 @@ USAGE_EXIT_CODE = 2
 def fail(message: str) -> NoReturn:
   print(f"error: {message}", file=sys.stderr)
   sys.exit(USAGE_EXIT_CODE)
-
-
-# Several processes: jax.distributed.
-
-
-_PROCESS: tuple[int, int] | None = None  # (process index, count) once jax.distributed is initialized.
-# JAX's cluster detections this entry point trusts to start several processes (`jax.distributed.initialize()`
-# with no arguments): SLURM's srun, Open MPI's mpirun, a Cloud TPU VM of a pod slice (GCE or GKE).
-_AUTO_CLUSTERS = ("slurm", "ompi", "gcetpu", "gketpu")
-
-
-def define_distributed_flags() -> None:
-  """The flags of a run over several processes (hosts); none of them is needed on one process."""
-  flags.DEFINE_string("coordinator_address", None, "host:port of process 0, which all processes connect to; "
-                      "with --num_processes and --process_id. Left out under SLURM, Open MPI or on a TPU pod "
-                      "slice, JAX finds all three; elsewhere one process runs.")
-  flags.DEFINE_integer("num_processes", None, "How many processes take part (each runs this same command).",
-                       lower_bound=1)
-  flags.DEFINE_integer("process_id", None, "This process's index, 0..num_processes-1 (0 writes the files).",
-                       lower_bound=0)
-  flags.DEFINE_integer("distributed_timeout", 300, "Seconds every process waits for all the others to connect "
-                       "before it stops with an error.", lower_bound=1)
-  flags.DEFINE_integer("heartbeat_timeout", 100, "Seconds after which a process that stopped answering counts "
-                       "as dead, and the others stop with an error.", lower_bound=1)
-
-
-def _auto_cluster() -> str | None:
-  """The name of the cluster JAX detects with more than one process in it, else None."""
-  try:
-    from jax._src import clusters  # pylint: disable=g-import-not-at-top  # JAX's own detection.
-    for env in clusters.ClusterEnv._cluster_types:  # pylint: disable=protected-access
-      if env.name in _AUTO_CLUSTERS and env.is_env_present() and (env.get_process_count() or 1) > 1:
-        return env.name
-  except Exception as e:  # pylint: disable=broad-except  # Detection must not stop a single-process run.
-    absl_logging.warning("Cluster detection failed (%s); running as one process.", _first_line(e))
-  return None
-
-
-def initialize_distributed() -> None:
-  """Joins the processes of a multi-process run, before any JAX computation; nothing on one process.
-
-  With --coordinator_address/--num_processes/--process_id, or under a cluster JAX detects (SLURM,
-  Open MPI, a TPU pod slice), calls `jax.distributed.initialize`. A process that cannot reach all the
-  others within --distributed_timeout stops with one line; after it, `errors_end_all_processes`
-  makes any error end this process promptly (and with it, through JAX, the others).
-  """
-  global _PROCESS
-  address, count, index = (flags.FLAGS.coordinator_address, flags.FLAGS.num_processes, flags.FLAGS.process_id)
-  given = [name for name, v in (("--coordinator_address", address), ("--num_processes", count),
-                                ("--process_id", index)) if v is not None]
-  if given and len(given) < 3:
-    missing = sorted({"--coordinator_address", "--num_processes", "--process_id"} - set(given))
-    fail(f"{', '.join(given)} needs {' and '.join(missing)} too (every process gets the same "
-         "--coordinator_address and --num_processes, and its own --process_id)")
-  if given and index >= count:
-    fail(f"--process_id={index} must be below --num_processes={count}")
-  if given and count == 1:
-    return
-  cluster = None if given else _auto_cluster()
-  if not given and cluster is None:
-    return  # One process: no coordinator.
-  import signal  # pylint: disable=g-import-not-at-top
-  import threading  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-
-  timeout = flags.FLAGS.distributed_timeout
-  who = f"process {index} of {count}" if given else f"this process ({cluster})"
-  where = f"the coordinator at {address}" if address else "the coordinator"
-  connected = threading.Event()
-
-  def watchdog():
-    # JAX aborts with a C++ stack trace some time after its own timeout; say what happened first.
-    if not connected.wait(timeout):
-      _exit_now(1, f"{who} could not connect to all processes through {where} within "
-                f"--distributed_timeout={timeout}s; check that all processes were started with the same "
-                "--coordinator_address and --num_processes and distinct --process_id, that process 0 runs on "
-                "that host, and that its port is reachable from every host")
-
-  threading.Thread(target=watchdog, daemon=True, name="distributed-watchdog").start()
-  try:
-    jax.distributed.initialize(address, count, index, initialization_timeout=timeout + 30,
-                               heartbeat_timeout_seconds=flags.FLAGS.heartbeat_timeout)
-  except Exception as e:  # pylint: disable=broad-except
-    _exit_now(USAGE_EXIT_CODE, f"{who}: jax.distributed.initialize failed: {_first_line(e)}; pass "
-              "--coordinator_address, --num_processes and --process_id")
-  connected.set()
-  # JAX's preemption notifier catches SIGTERM; ae_jax does not use it, so `kill` and `timeout` end a run.
-  signal.signal(signal.SIGTERM, signal.SIG_DFL)
-  _PROCESS = (jax.process_index(), jax.process_count())
-  absl_logging.info("Process %d of %d, %d of %d devices here.", *_PROCESS, jax.local_device_count(),
-                    jax.device_count())
-
-
-def is_main_process() -> bool:
-  """Whether this process prints the report (process 0, or the only one)."""
-  return _PROCESS is None or _PROCESS[0] == 0
-
-
-def _exit_now(code: int, message: str | None = None) -> NoReturn:
-  """Prints `message` as one error line and ends the process now: no atexit hooks, so neither a
-  collective stuck on a dead process nor JAX's shutdown barrier can hold it."""
-  if message:
-    print(f"error: {message}", file=sys.stderr)
-  for stream in (sys.stdout, sys.stderr):
-    try:
-      stream.flush()
-    except Exception:  # pylint: disable=broad-except
-      pass
-  os._exit(code)  # pylint: disable=protected-access
-
-
-@contextlib.contextmanager
-def errors_end_all_processes():
-  """With several processes, any error ends this process at once with one line naming it; the others
-  then fail their next collective with a closed connection (named below), or JAX ends them once this
-  one misses --heartbeat_timeout. Without this, the others would wait on a collective or on JAX's
-  shutdown barrier. On one process it changes nothing."""
-  if _PROCESS is None:
-    yield
-    return
-  who = f"process {_PROCESS[0]} of {_PROCESS[1]}"
-  try:
-    yield
-  except SystemExit as e:  # fail() and friends printed their line already.
-    _exit_now(e.code if isinstance(e.code, int) else 1)
-  except BaseException as e:  # pylint: disable=broad-except
-    text = str(e)
-    if any(s in text for s in ("Connection closed by peer", "Connection reset by peer", "Gloo", "unhealthy",
-                               "UNAVAILABLE")):
-      _exit_now(1, f"{who}: lost another process ({_first_line(e)[:200]}); see the other processes' logs "
-                "for the first error")
-    absl_logging.exception("%s failed:", who)
-    _exit_now(1, f"{who}: {_first_line(e)}; the other processes stop too (see the traceback above)")
 
 
 @contextlib.contextmanager
@@ -205,7 +77,7 @@ def _is_library(filename: str) -> bool:
   return any(os.path.abspath(filename).startswith(os.path.join(root, "")) for root in roots)
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
   """'Type: first line of the message'."""
   lines = [line.strip() for line in str(error).splitlines() if line.strip()]
   return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
@@ -238,7 +110,7 @@ def _config_file_error(error: BaseException) -> str | None:
       where = "importing it" if user[0].name == "<module>" else f"{user[0].name}()"
       inner = (e.filename, e.lineno) if syntax else (user[-1].filename, user[-1].lineno)
       at = "" if inner[0] == path else f" (at {inner[0]} line {inner[1]})"
-      cause = f"{type(e).__name__}: {e.msg}" if syntax else _first_line(e)
+      cause = f"{type(e).__name__}: {e.msg}" if syntax else first_line(e)
       return f"config file {path} line {line}: {where} raised {cause}{at}"
   for e in chain:
     if (isinstance(e, AttributeError) and getattr(e, "name", None) == "get_config"
@@ -372,7 +244,7 @@ def clear_errors():
 def report(result, workdir: str) -> None:
   """Prints the final losses, the test-split evaluation table, and where every output file is (`result`:
   a `workdir.Result`)."""
-  # Imported here: they load JAX, which the entry points load only after the flags are checked.
+  # Imported here: the report loads matplotlib and scikit-learn, which a bad flag never needs.
   from ae_jax import report as report_lib  # pylint: disable=g-import-not-at-top
   from ae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
@@ -403,7 +275,7 @@ def use_compilation_cache() -> None:
   """Keeps compiled XLA programs on disk (~/.cache/ae_jax/xla): a rerun, a resumed run or the next
   member compiles nothing it compiled before. JAX_COMPILATION_CACHE_DIR moves it;
   JAX_ENABLE_COMPILATION_CACHE=false turns it off."""
-  import jax  # pylint: disable=g-import-not-at-top  # After the flags are checked: JAX is slow to import.
+  import jax  # pylint: disable=g-import-not-at-top
 
   if jax.config.jax_compilation_cache_dir is None:
     cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ae_jax", "xla")

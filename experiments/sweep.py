@@ -22,6 +22,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from ae_jax import cli
+from ae_jax import launch
 from ae_jax import sweep_spec
 
 _CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
@@ -35,7 +36,7 @@ flags.DEFINE_string("workdir", None, "Where the members and the tables go (defau
 flags.DEFINE_string("select", None, "Report the best member by this metric (min:/max: prefix to force a "
                     "direction), e.g. test_loss or max:probe_accuracy.")
 flags.DEFINE_bool("overwrite", False, "Discard a sweep of a different base config found in --workdir.")
-cli.define_distributed_flags()
+launch.define_distributed_flags()
 
 
 def members_from_flags() -> list[dict]:
@@ -61,11 +62,11 @@ def main(argv):
   with cli.clear_errors():
     members = members_from_flags()
     cli.use_compilation_cache()
-  cli.initialize_distributed()  # Several processes: join them before any JAX computation.
-  with cli.errors_end_all_processes(), cli.clear_errors():
+  launch.initialize_distributed()  # Several processes: join them before any JAX computation.
+  with launch.errors_end_all_processes(), cli.clear_errors():
     from ae_jax import sweep  # pylint: disable=g-import-not-at-top  # Loads JAX: after the flags are checked.
     out = sweep.run(config, members, workdir, select=flags.FLAGS.select, overwrite=flags.FLAGS.overwrite)
-    if cli.is_main_process():
+    if launch.is_main_process():
       print(out["text"])
       print(f"\nTables: {out['paths']['markdown']}, {out['paths']['csv']}, {out['paths']['png']}; "
             f"members in {os.path.join(workdir, '<member>')}")

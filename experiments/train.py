@@ -15,6 +15,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from ae_jax import cli
+from ae_jax import launch
 from ae_jax import config as config_lib
 
 _CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
@@ -22,7 +23,7 @@ with cli.flag_errors():  # ml_collections applies --config.* overrides as soon a
   config_flags.DEFINE_config_file(
       "config", os.path.join(_CONFIG_DIR, "default.py"), "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where metrics, pictures and checkpoints go (default: runs/<family>).")
-cli.define_distributed_flags()
+launch.define_distributed_flags()
 
 
 def main(argv):
@@ -33,11 +34,11 @@ def main(argv):
   with cli.clear_errors():
     config_lib.validate(config)  # Before importing the trainer (and TensorFlow, via clu): bad flags fail fast.
     cli.use_compilation_cache()
-  cli.initialize_distributed()  # Several processes: join them before any JAX computation.
-  with cli.errors_end_all_processes(), cli.clear_errors():
+  launch.initialize_distributed()  # Several processes: join them before any JAX computation.
+  with launch.errors_end_all_processes(), cli.clear_errors():
     from ae_jax import train  # pylint: disable=g-import-not-at-top
     result = train.train_and_evaluate(config, workdir)
-    if cli.is_main_process():
+    if launch.is_main_process():
       cli.report(result, workdir)
 
 

@@ -66,7 +66,6 @@ def test_workdir_with_a_different_run_is_refused_unless_overwrite(tmp_path):
 
 
 def test_probe_settings_are_resumable_and_a_cosine_schedule_fixes_the_length():
-  from ae_jax import checkpoints  # pylint: disable=g-import-not-at-top
   config = family_config("undercomplete")
   base = workdir_lib.comparable(config.to_dict())
   assert workdir_lib.comparable({**config.to_dict(), "probe_examples": 10_000, "probe_max_iter": 5}) == base

@@ -1,7 +1,6 @@
 """The data-parallel step: device-count invariance, determinism, and loud failure on non-finite loss."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
