@@ -1,23 +1,19 @@
 """End-of-training metrics on a held-out split, as plain Python floats (JSON-ready).
 
 Every function takes arrays and, where a model is needed, already-jitted callables such as
-`encode(x) -> z`, `reconstruct(x) -> x_hat in [0, 1]` or a VAE's `encode(x) -> (mean, logvar)` and
-`decode_logits(z) -> logits`, so this module does not depend on the training code.
+`encode(x) -> z` or `reconstruct(x) -> x_hat in [0, 1]`, so this module does not depend on the training
+code. The VAE's likelihood metrics are in `ae_jax.likelihood`.
 
 Large arrays are processed `batch_size` examples at a time so memory stays bounded. Host-side sums
-run in float64. Model calls see a fixed batch shape (the last batch is padded by repeating its last
-example and the padding is dropped), so each jitted callable compiles once per call here.
-Randomness is drawn per example from `jax.random.fold_in(key, example_index)`, so results do not
-depend on `batch_size` (nor, for `iwae_log_likelihood`, on `chunk_size`).
+run in float64. Model calls go through `batching.map_batches` (fixed batch shape, the last batch
+padded), so each jitted callable compiles once per call here. Randomness is drawn per example from
+`jax.random.fold_in(key, example_index)`, so results do not depend on `batch_size`.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 import functools
 import math
-import time
 from typing import Any
-
-from absl import logging
 
 import jax
 import jax.numpy as jnp
@@ -26,20 +22,13 @@ import numpy as np
 from sklearn import linear_model
 from sklearn import preprocessing
 
+from ae_jax import batching
+from ae_jax.losses import contractive
 from ae_jax.losses import corruption
-from ae_jax.losses import reconstruction
-from ae_jax.losses import variational
-
-# A log-likelihood log p(x | decoder output) per example: (decoder_output (M, ...), x (M, ...)) -> (M,).
-LogLikelihood = Callable[[jax.Array, jax.Array], jax.Array]
 
 PSNR_MIN_MSE = 1e-10  # Per-image MSE floor in `psnr`: a perfect image scores 10*log10(max^2/1e-10).
 GAUSSIAN_SIGMAS = (0.1, 0.3, 0.5)
 MASKING_RATES = (0.1, 0.25, 0.4)
-
-
-# --------------------------------------------------------------------------------------------------
-# Batching helpers.
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -52,56 +41,9 @@ def _check_nonempty(name: str, x: np.ndarray | jax.Array) -> None:
     raise ValueError(f"{name} must be a non-empty batch with a leading example axis, got shape {x.shape}")
 
 
-def _slices(n: int, batch_size: int) -> Iterator[slice]:
-  for start in range(0, n, batch_size):
-    yield slice(start, min(start + batch_size, n))
-
-
 def _flat64(x: Any) -> np.ndarray:
   x = np.asarray(x, dtype=np.float64)
   return x.reshape(x.shape[0], -1)
-
-
-PROGRESS_EVERY_S = 10.0  # An evaluation phase longer than this logs done / total, rate and ETA.
-
-
-def _as_pytree(fn: Callable[..., Any]) -> jax.tree_util.Partial:
-  """A callable as a pytree argument of a jitted function: a Partial's bound arrays are traced."""
-  return fn if isinstance(fn, jax.tree_util.Partial) else jax.tree_util.Partial(fn)
-
-
-def _map_batches(jitted: Callable[..., Any], arrays: tuple[Any, ...], *, batch_size: int, args: tuple[Any, ...] = (),
-                 label: str = "evaluation") -> Any:
-  """Applies `jitted(*args, *batch, indices)` over fixed-size batches; returns its outputs concatenated.
-
-  `jitted` must return a pytree of arrays with a leading example axis; it is one of the module's
-  cached jitted functions, and everything that differs between models of one shape (callables as
-  `Partial`s holding their params, keys) comes in `args`, so it compiles once for them all. The last
-  batch is padded (edge repeat) to the common size; padded rows are dropped on the host. Every
-  PROGRESS_EVERY_S seconds it logs `label`'s progress, as training does.
-  """
-  _check_batch_size(batch_size)
-  n = arrays[0].shape[0]
-  size = min(batch_size, n)
-  outputs = []
-  start = last = time.perf_counter()
-  for s in _slices(n, size):
-    real = s.stop - s.start
-    batch = [np.asarray(a[s]) for a in arrays] + [np.arange(s.start, s.stop, dtype=np.int32)]
-    if real < size:
-      batch = [np.concatenate([b, np.repeat(b[-1:], size - real, axis=0)]) for b in batch]
-    out = jitted(*args, *batch)
-    outputs.append(jax.tree.map(lambda o, real=real: np.asarray(o)[:real], out))
-    now = time.perf_counter()
-    if now - last >= PROGRESS_EVERY_S and s.stop < n:
-      rate = s.stop / (now - start)
-      logging.info("%s: %d/%d examples, %.1f examples/s, ETA %.0fs", label, s.stop, n, rate, (n - s.stop) / rate)
-      last = now
-  return jax.tree.map(lambda *parts: np.concatenate(parts, axis=0), *outputs)
-
-
-def _example_keys(key: jax.Array, indices: jax.Array) -> jax.Array:
-  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, indices)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -121,8 +63,8 @@ def _check_pair(x: Any, x_hat: Any) -> None:
 
 def _squared_error_per_example(x: Any, x_hat: Any, batch_size: int) -> np.ndarray:
   _check_batch_size(batch_size)
-  sse = [np.square(_flat64(x[s]) - _flat64(x_hat[s])).sum(axis=1) for s in _slices(x.shape[0], batch_size)]
-  return np.concatenate(sse)
+  slices = batching.slices(x.shape[0], batch_size)
+  return np.concatenate([np.square(_flat64(x[s]) - _flat64(x_hat[s])).sum(axis=1) for s in slices])
 
 
 def reconstruction_errors(x: ArrayLike, x_hat: ArrayLike, *, batch_size: int = 512) -> dict[str, float]:
@@ -147,8 +89,8 @@ def fraction_variance_explained(x: ArrayLike, x_hat: ArrayLike, *, batch_size: i
   _check_pair(x, x_hat)
   _check_batch_size(batch_size)
   n = x.shape[0]
-  mean = sum(_flat64(x[s]).sum(axis=0) for s in _slices(n, batch_size)) / n
-  sst = sum(float(np.square(_flat64(x[s]) - mean).sum()) for s in _slices(n, batch_size))
+  mean = sum(_flat64(x[s]).sum(axis=0) for s in batching.slices(n, batch_size)) / n
+  sst = sum(float(np.square(_flat64(x[s]) - mean).sum()) for s in batching.slices(n, batch_size))
   if sst <= 0.0:
     raise ValueError("x has zero variance around its mean; fraction of variance explained is undefined")
   sse = float(_squared_error_per_example(x, x_hat, batch_size).sum())
@@ -194,15 +136,15 @@ def pca_baseline(
   n = train_x.shape[0]
   d = math.prod(train_x.shape[1:])
   k = min(num_components, n, d)
-  mean = sum(_flat64(train_x[s]).sum(axis=0) for s in _slices(n, batch_size)) / n
+  mean = sum(_flat64(train_x[s]).sum(axis=0) for s in batching.slices(n, batch_size)) / n
   cov = np.zeros((d, d))
-  for s in _slices(n, batch_size):
+  for s in batching.slices(n, batch_size):
     centred = _flat64(train_x[s]) - mean
     cov += centred.T @ centred
   _, vectors = np.linalg.eigh(cov)  # Ascending eigenvalues.
   basis = vectors[:, d - k:]  # (d, k)
   sse = []
-  for s in _slices(test_x.shape[0], batch_size):
+  for s in batching.slices(test_x.shape[0], batch_size):
     centred = _flat64(test_x[s]) - mean
     sse.append(np.square(centred - (centred @ basis) @ basis.T).sum(axis=1))
   sse = np.concatenate(sse)
@@ -242,27 +184,12 @@ def linear_probe(
   return float(classifier.score(scaler.transform(test_x), test_y))
 
 
-def _per_example_jacobian(encode: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
-  """(B, *shape) -> (B, k, d) Jacobians of the flattened code w.r.t. the flattened input.
-
-  Reverse mode costs k passes and forward mode d, so use jacrev when the code is the smaller side.
-  """
-  shape, d = x.shape[1:], math.prod(x.shape[1:])
-
-  def single(x_flat: jax.Array) -> jax.Array:
-    return encode(x_flat.reshape(1, *shape)).reshape(-1)
-
-  k = math.prod(jax.eval_shape(single, jax.ShapeDtypeStruct((d,), x.dtype)).shape)
-  jacobian = jax.jacrev(single) if k < d else jax.jacfwd(single)
-  return jax.vmap(jacobian)(x.reshape(x.shape[0], d))
-
-
 @functools.lru_cache(maxsize=None)
 def _jacobian_batch(radius: float):
   @jax.jit
   def batch_fn(encode, key, xb: jax.Array, indices: jax.Array) -> tuple[jax.Array, jax.Array]:
-    frobenius_sq = jnp.square(_per_example_jacobian(encode, xb)).sum(axis=(1, 2))
-    directions = jax.vmap(lambda k: jax.random.normal(k, xb.shape[1:], xb.dtype))(_example_keys(key, indices))
+    frobenius_sq = contractive.penalty(encode, xb)  # Exact: jacrev when k < d, else jacfwd.
+    directions = jax.vmap(lambda k: jax.random.normal(k, xb.shape[1:], xb.dtype))(batching.example_keys(key, indices))
     norms = jnp.sqrt(jnp.square(directions.reshape(xb.shape[0], -1)).sum(axis=1))
     delta = directions * (radius / norms).reshape(-1, *([1] * (xb.ndim - 1)))
     change = (encode(xb + delta) - encode(xb)).reshape(xb.shape[0], -1)
@@ -280,7 +207,7 @@ def jacobian_stats(
 ) -> dict[str, float]:
   """How contractive the encoder is around the data (the quantity a contractive AE penalises).
 
-  - "jacobian_frobenius_sq": mean over x of ||dz/dx||_F^2, exact (autodiff).
+  - "jacobian_frobenius_sq": mean over x of ||dz/dx||_F^2, exact (`contractive.penalty`'s autodiff paths).
   - "latent_sensitivity": mean over x of ||z(x + delta) - z(x)|| / ||delta||, delta in a uniformly
     random direction (one per example) with ||delta|| = eps * sqrt(d), i.e. a per-pixel RMS change of
     eps. A finite-difference gain, so it also sees the local behaviour of non-smooth (ReLU) encoders;
@@ -293,8 +220,9 @@ def jacobian_stats(
   if eps <= 0:
     raise ValueError(f"eps must be positive, got {eps}")
   radius = eps * math.sqrt(math.prod(x.shape[1:]))
-  frobenius_sq, sensitivity = _map_batches(_jacobian_batch(radius), (x,), batch_size=batch_size,
-                                           args=(_as_pytree(encode), key), label="encoder Jacobians")
+  frobenius_sq, sensitivity = batching.map_batches(
+      _jacobian_batch(radius), (x,), batch_size=batch_size, args=(batching.as_pytree(encode), key),
+      with_indices=True, label="encoder Jacobians")
   return {
       "jacobian_frobenius_sq": float(frobenius_sq.mean()),
       "latent_sensitivity": float(sensitivity.mean()),
@@ -332,7 +260,7 @@ def _denoising_batch(settings: tuple[tuple[str, float], ...]):
   def batch_fn(reconstruct, key, xb: jax.Array, indices: jax.Array) -> dict[str, jax.Array]:
     out = {"clean": mse(reconstruct(xb), xb)}
     for j, (kind, level) in enumerate(settings):
-      keys = _example_keys(jax.random.fold_in(key, j), indices)
+      keys = batching.example_keys(jax.random.fold_in(key, j), indices)
       noisy = jax.vmap(functools.partial(corruption.corrupt, kind=kind, level=level))(keys, xb)
       out[f"noisy/{kind}_{level:g}"] = mse(jnp.clip(noisy, 0.0, 1.0), xb)
       out[f"denoised/{kind}_{level:g}"] = mse(reconstruct(noisy), xb)
@@ -364,8 +292,9 @@ def denoising_stats(
   _check_nonempty("x", x)
   settings = tuple([("gaussian", s) for s in gaussian_sigmas] + [("masking", r) for r in masking_rates])
   names = [f"{kind}_{level:g}" for kind, level in settings]
-  per_example = _map_batches(_denoising_batch(settings), (x,), batch_size=batch_size,
-                             args=(_as_pytree(reconstruct), key), label="denoising PSNR")
+  per_example = batching.map_batches(
+      _denoising_batch(settings), (x,), batch_size=batch_size, args=(batching.as_pytree(reconstruct), key),
+      with_indices=True, label="denoising PSNR")
   to_db = lambda m: float(np.mean(10.0 * np.log10(1.0 / np.maximum(m.astype(np.float64), PSNR_MIN_MSE))))
   stats = {"psnr_clean": to_db(per_example["clean"])}
   for name in names:
@@ -374,159 +303,3 @@ def denoising_stats(
     stats[f"psnr_denoised/{name}"] = denoised
     stats[f"psnr_gain/{name}"] = denoised - noisy
   return stats
-
-
-# --------------------------------------------------------------------------------------------------
-# VAE metrics.
-
-
-def _log_likelihood(likelihood: str | LogLikelihood) -> LogLikelihood:
-  if callable(likelihood):
-    return likelihood
-  if likelihood == "bernoulli":
-    return lambda logits, x: -reconstruction.bernoulli(logits, x)
-  if likelihood == "gaussian":  # Unit variance around the sigmoid mean, as in `from_logits`.
-    return lambda logits, x: -reconstruction.gaussian(jax.nn.sigmoid(logits), x)
-  raise ValueError(f"unknown likelihood {likelihood!r}; choose 'bernoulli', 'gaussian' or pass a callable")
-
-
-def softplus_forward(x: jax.Array) -> jax.Array:
-  """log(1 + e^x) as max(x, 0) + log1p(e^-|x|): jax.nn.softplus's values (it computes logaddexp(x, 0)),
-  about 1.5x faster on XLA:CPU, where the IWAE estimate's per-pixel softplus costs about twice the
-  decoder's matmuls (README, Speed). For evaluation only: under autodiff in the training step it made
-  XLA:CPU's step about 2x slower than jax.nn.softplus, so the training loss keeps the latter."""
-  return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
-
-
-def _broadcast_log_likelihood(likelihood: str | LogLikelihood):
-  """For a named likelihood, `(logits (B, C, D), x (B, 1, D)) -> (B, C)` without copying x C times."""
-  if likelihood == "bernoulli":  # log Bernoulli(x | sigmoid(l)) = x l - softplus(l).
-    return lambda logits, x: jnp.sum(x * logits - softplus_forward(logits), axis=-1)
-  if likelihood == "gaussian":
-    return lambda logits, x: -jnp.sum(0.5 * jnp.square(x - jax.nn.sigmoid(logits)) + 0.5 * jnp.log(2 * jnp.pi),
-                                      axis=-1)
-  return None
-
-
-@functools.lru_cache(maxsize=None)
-def _iwae_batch(num_samples: int, chunk_size: int, likelihood: str | LogLikelihood):
-  log_px_given_z = _log_likelihood(likelihood)
-  num_chunks = -(-num_samples // chunk_size)
-
-  broadcast = _broadcast_log_likelihood(likelihood)
-
-  @jax.jit
-  def batch_fn(encode, decode_logits, key, xb: jax.Array, indices: jax.Array) -> jax.Array:
-    mean, logvar = encode(xb)
-    if mean.ndim != 2 or mean.shape != logvar.shape:
-      raise ValueError(f"encode must return (B, k) mean and logvar, got {mean.shape} and {logvar.shape}")
-    b, k = mean.shape
-    example_keys = _example_keys(key, indices)
-    x_flat = xb.reshape(b, 1, -1)
-    log_norm = 0.5 * k * jnp.log(2 * jnp.pi)
-    log_q_const = -0.5 * jnp.sum(logvar, axis=1, keepdims=True) - log_norm  # (B, 1)
-
-    def chunk(log_total: jax.Array, c: jax.Array) -> tuple[jax.Array, None]:
-      eps = jax.vmap(lambda ek: jax.random.normal(jax.random.fold_in(ek, c), (chunk_size, k), mean.dtype))(
-          example_keys)  # (B, C, k)
-      z = mean[:, None] + jnp.exp(0.5 * logvar)[:, None] * eps
-      logits = decode_logits(z.reshape(b * chunk_size, k))
-      if broadcast is not None:
-        log_px = broadcast(logits.reshape(b, chunk_size, -1), x_flat)
-      else:
-        x_rep = jnp.broadcast_to(xb[:, None], (b, chunk_size, *xb.shape[1:])).reshape(b * chunk_size, *xb.shape[1:])
-        log_px = log_px_given_z(logits, x_rep).reshape(b, chunk_size)
-      log_pz = -0.5 * jnp.sum(jnp.square(z), axis=2) - log_norm
-      log_qz = -0.5 * jnp.sum(jnp.square(eps), axis=2) + log_q_const
-      log_w = jnp.where(c * chunk_size + jnp.arange(chunk_size) < num_samples, log_px + log_pz - log_qz, -jnp.inf)
-      return jnp.logaddexp(log_total, jax.nn.logsumexp(log_w, axis=1)), None
-
-    log_total, _ = jax.lax.scan(chunk, jnp.full((b,), -jnp.inf, mean.dtype), jnp.arange(num_chunks))
-    return log_total - jnp.log(float(num_samples))
-
-  return batch_fn
-
-
-def iwae_log_likelihood(
-    encode: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
-    decode_logits: Callable[[jax.Array], jax.Array],
-    x: ArrayLike,
-    key: jax.Array,
-    *,
-    num_samples: int = 1000,
-    chunk_size: int = 100,
-    likelihood: str | LogLikelihood = "bernoulli",
-    batch_size: int = 128,
-) -> np.ndarray:
-  """(N,) importance-sampled estimates of log p(x) = log mean_k p(x, z_k) / q(z_k | x), z_k ~ q(z|x).
-
-  q(z|x) = N(mean, exp(logvar)) from `encode`, p(z) = N(0, I), and p(x|z) from `likelihood`:
-  'bernoulli' (Bernoulli(sigmoid(logits))), 'gaussian' (unit variance around sigmoid(logits)), or a
-  callable `log_prob(decoder_output, x) -> (M,)` over flattened sample batches (e.g. a Gaussian with
-  another scale). A lower bound in expectation that tightens as num_samples grows (Burda et al.).
-  Samples are drawn `chunk_size` at a time and folded into a running logsumexp (lax.scan), so the
-  decoder sees at most chunk_size * batch_size latents at once. Chunk c of example i is drawn from
-  fold_in(fold_in(key, i), c) in one call, so the estimate does not depend on batch_size. The named
-  likelihoods broadcast the image against its samples instead of copying it per sample, and
-  log q(z|x) is computed from the standard normal draws: the decoder's matmuls are most of the cost.
-  """
-  x = jnp.asarray(x)
-  _check_nonempty("x", x)
-  if num_samples <= 0 or chunk_size <= 0:
-    raise ValueError(f"num_samples and chunk_size must be positive, got {num_samples} and {chunk_size}")
-  chunk_size = min(chunk_size, num_samples)
-  fn = _iwae_batch(num_samples, chunk_size, likelihood)
-  return _map_batches(fn, (x,), batch_size=batch_size, args=(_as_pytree(encode), _as_pytree(decode_logits), key),
-                      label=f"IWAE log-likelihood ({num_samples} samples)").astype(np.float64)
-
-
-@functools.lru_cache(maxsize=None)
-def _vae_terms_batch(likelihood: str | LogLikelihood):
-  log_px_given_z = _log_likelihood(likelihood)
-
-  @jax.jit
-  def batch_fn(encode, decode_logits, key, xb: jax.Array, indices: jax.Array) -> tuple[jax.Array, jax.Array]:
-    mean, logvar = encode(xb)
-    keys = _example_keys(key, indices)
-    z = jax.vmap(variational.reparameterize)(keys, mean, logvar)
-    return -log_px_given_z(decode_logits(z), xb), variational.kl_standard_normal(mean, logvar)
-  return batch_fn
-
-
-def vae_terms(
-    encode: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
-    decode_logits: Callable[[jax.Array], jax.Array],
-    x: ArrayLike,
-    key: jax.Array,
-    *,
-    likelihood: str | LogLikelihood = "bernoulli",
-    batch_size: int = 512,
-) -> dict[str, float]:
-  """Means over x of the one-sample ELBO terms (beta = 1), with the likelihoods of `iwae_log_likelihood`.
-
-  "elbo_reconstruction" is E_q[-log p(x|z)] (one sample, lower is better) and "elbo_kl" the analytic
-  KL(q(z|x) || N(0, I)), so "negative_elbo" = elbo_reconstruction + elbo_kl (nats per example).
-  """
-  x = jnp.asarray(x)
-  _check_nonempty("x", x)
-  rec, kl = _map_batches(_vae_terms_batch(likelihood), (x,), batch_size=batch_size,
-                         args=(_as_pytree(encode), _as_pytree(decode_logits), key), label="ELBO terms")
-  rec, kl = rec.astype(np.float64), kl.astype(np.float64)
-  return {
-      "negative_elbo": float((rec + kl).mean()),
-      "elbo_reconstruction": float(rec.mean()),
-      "elbo_kl": float(kl.mean()),
-  }
-
-
-def active_units(means: ArrayLike, *, threshold: float = 0.01) -> int:
-  """Number of latent dims u with Var_x(E_q[z_u | x]) > threshold (Burda et al.'s active units).
-
-  `means` is (N, k) posterior means; a dim whose mean ignores x has collapsed to the prior.
-  Uses the population variance (ddof=0).
-  """
-  means = _flat64(means)
-  _check_nonempty("means", means)
-  if threshold < 0:
-    raise ValueError(f"threshold must be non-negative, got {threshold}")
-  return int((means.var(axis=0) > threshold).sum())

@@ -18,6 +18,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from ae_jax import batching
 from ae_jax import checkpoints
 from ae_jax import config as config_lib
 from ae_jax import data
@@ -59,8 +60,9 @@ def make_evaluate(loss_fn: families.LossFn, *, batch_size: int = 500):
 
   def evaluate(params, model_state, hp, images, labels, keys) -> list[dict[str, float]]:
     totals, count = {}, 0
-    for i, start in enumerate(range(0, len(images), batch_size)):
-      x, y = images[start:start + batch_size], labels[start:start + batch_size]
+    # Unpadded batches (the loss returns batch means): the last, smaller one compiles once more.
+    for i, part in enumerate(batching.slices(len(images), batch_size)):
+      x, y = images[part], labels[part]
       terms = eval_batch(params, model_state, hp, x, y, jax.vmap(jax.random.fold_in, (0, None))(keys, i))
       for k, v in terms.items():
         totals[k] = totals.get(k, 0.0) + v * len(x)

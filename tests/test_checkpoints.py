@@ -37,8 +37,8 @@ def test_resume_matches_an_uninterrupted_run(uninterrupted, tmp_path):
   _assert_same_params(resumed.params, uninterrupted.params)
   assert resumed.test == pytest.approx(uninterrupted.test, rel=1e-6)
   rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-  assert [r.step for r in rows if "loss" in r] == [10, 20, 30, 40]
-  assert [r.step for r in rows if "eval/mse" in r] == [20, 40]  # Each run's end-of-run evaluation.
+  assert [r["step"] for r in rows if "loss" in r] == [10, 20, 30, 40]
+  assert [r["step"] for r in rows if "eval/mse" in r] == [20, 40]  # Each run's end-of-run evaluation.
   again = train.train_and_evaluate(_config(40), str(tmp_path))  # Finished: nothing to train.
   assert again.history == [] and again.eval == pytest.approx(resumed.eval, rel=1e-6, nan_ok=True)
   assert [json.loads(line) for line in open(tmp_path / "metrics.jsonl")] == rows  # Nothing logged twice.

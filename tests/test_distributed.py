@@ -94,7 +94,7 @@ def _eval(workdir):
 def _assert_same_run(workdir, reference):
   """The same logged metrics, step by step, and the same evaluation as `reference`."""
   rows, ref = _rows(workdir), _rows(reference)
-  assert [r.step for r in rows] == [r.step for r in ref]
+  assert [r["step"] for r in rows] == [r["step"] for r in ref]
   for row, r in zip(rows, ref):
     assert row.keys() == r.keys()
     for k in r:

@@ -22,7 +22,7 @@ def _assert_trained(result, workdir, family):
   assert np.isfinite(result.test["loss"])
   all_rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   rows = [r for r in all_rows if "loss" in r]
-  assert [r.step for r in rows] == [10, 20, 30, 40]
+  assert [r["step"] for r in rows] == [10, 20, 30, 40]
   assert {"loss", "loss_rec", "test_loss", "test_loss_rec", "grad_norm"} <= set(rows[-1])
   assert os.path.exists(result.paths["reconstructions"])
   _assert_evaluated(result, workdir, all_rows[-1], family)

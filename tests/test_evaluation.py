@@ -1,4 +1,4 @@
-"""Known-answer tests for ae_jax.evaluation (tiny shapes; CPU)."""
+"""Known-answer tests for ae_jax.evaluation, ae_jax.likelihood and ae_jax.batching (tiny shapes; CPU)."""
 
 import math
 
@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from sklearn import datasets
 
+from ae_jax import batching
 from ae_jax import evaluation
+from ae_jax import likelihood
 from ae_jax.losses import reconstruction
 
 
@@ -122,8 +124,8 @@ def test_jacobian_stats_uses_both_modes():
 
 def test_active_units_hand_data():
   means = np.array([[0.0, 1.0, 0.0], [0.0, -1.0, 0.05], [0.0, 1.0, -0.05], [0.0, -1.0, 0.0]])
-  assert evaluation.active_units(means) == 1  # Variances 0, 1, 0.00125.
-  assert evaluation.active_units(means, threshold=1e-3) == 2
+  assert likelihood.active_units(means) == 1  # Variances 0, 1, 0.00125.
+  assert likelihood.active_units(means, threshold=1e-3) == 2
 
 
 def test_denoising_stats_identity_model():
@@ -194,7 +196,7 @@ def test_iwae_exact_posterior_has_zero_variance():
   np.testing.assert_allclose(mean, post_mean, atol=1e-5)
   np.testing.assert_allclose(logvar[0], np.log(post_var), atol=1e-6)
   # log w = log p(x) for every z, so any k gives it exactly (k = 5 in a ragged chunk, batches padded).
-  est = evaluation.iwae_log_likelihood(
+  est = likelihood.iwae_log_likelihood(
       encode, decode, x, jax.random.key(4), num_samples=5, chunk_size=2, likelihood=log_px, batch_size=3)
   assert est.shape == (8,) and est.dtype == np.float64
   np.testing.assert_allclose(est, exact, atol=2e-4)
@@ -214,7 +216,7 @@ def test_iwae_wrong_posterior_converges_in_chunks():
     return decode(z)
 
   def run(x, k, chunk, batch_size=4):
-    return evaluation.iwae_log_likelihood(
+    return likelihood.iwae_log_likelihood(
         encode, traced_decode, x, jax.random.key(5), num_samples=k, chunk_size=chunk, likelihood=log_px,
         batch_size=batch_size)
 
@@ -236,7 +238,7 @@ def test_vae_terms_and_iwae_bernoulli():
   encode = lambda v: (v.reshape(v.shape[0], -1) @ proj, jnp.full((v.shape[0], 3), -1.0))
   decode = lambda z: (z @ back).reshape(z.shape[0], 2, 2, 1)
   key = jax.random.key(6)
-  terms = evaluation.vae_terms(encode, decode, x, key, batch_size=4)
+  terms = likelihood.vae_terms(encode, decode, x, key, batch_size=4)
   # Reference: example i draws its one sample from fold_in(key, i).
   mean, logvar = encode(x)
   eps = jax.jit(jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (3,))))(jnp.arange(6))
@@ -245,29 +247,57 @@ def test_vae_terms_and_iwae_bernoulli():
   assert terms["elbo_reconstruction"] == pytest.approx(float(rec.mean()), rel=1e-5)
   assert terms["elbo_kl"] == pytest.approx(float(kl.mean()), rel=1e-5)
   assert terms["negative_elbo"] == pytest.approx(terms["elbo_reconstruction"] + terms["elbo_kl"])
-  est = evaluation.iwae_log_likelihood(encode, decode, x, key, num_samples=200, chunk_size=50)
+  est = likelihood.iwae_log_likelihood(encode, decode, x, key, num_samples=200, chunk_size=50)
   assert est.shape == (6,) and np.all(np.isfinite(est)) and np.all(est < 0)
   assert -est.mean() < terms["negative_elbo"]  # Much tighter than a one-sample ELBO here.
-  gaussian = evaluation.vae_terms(encode, decode, x, key, likelihood="gaussian")
+  gaussian = likelihood.vae_terms(encode, decode, x, key, likelihood="gaussian")
   assert gaussian["elbo_kl"] == pytest.approx(terms["elbo_kl"])
   assert gaussian["elbo_reconstruction"] > 4 * 0.5 * math.log(2 * math.pi)  # Unit variance: >= the constant.
   with pytest.raises(ValueError, match="unknown likelihood"):
-    evaluation.vae_terms(encode, decode, x, key, likelihood="poisson")
+    likelihood.vae_terms(encode, decode, x, key, likelihood="poisson")
 
 
 def test_a_long_evaluation_logs_its_progress(monkeypatch, caplog):
-  monkeypatch.setattr(evaluation, "PROGRESS_EVERY_S", 0.0)  # Every batch counts as "long".
+  monkeypatch.setattr(batching, "PROGRESS_EVERY_S", 0.0)  # Every batch counts as "long".
   caplog.set_level("INFO")
   x = np.zeros((10, 2, 2, 1), np.float32)
   encode = lambda v: (v.reshape(v.shape[0], -1)[:, :3], jnp.zeros((v.shape[0], 3)))
   decode = lambda z: jnp.zeros((z.shape[0], 2, 2, 1))
-  evaluation.iwae_log_likelihood(encode, decode, x, jax.random.key(0), num_samples=4, chunk_size=2, batch_size=4)
+  likelihood.iwae_log_likelihood(encode, decode, x, jax.random.key(0), num_samples=4, chunk_size=2, batch_size=4)
   assert "IWAE log-likelihood (4 samples): 4/10 examples" in caplog.text
   assert "8/10 examples" in caplog.text and "ETA" in caplog.text
 
 
 def test_softplus_forward_equals_jax_softplus():
   x = jnp.array([-jnp.inf, -1000.0, -30.0, -2.0, -1e-3, 0.0, 1e-3, 2.0, 30.0, 1000.0, jnp.inf])
-  np.testing.assert_allclose(jax.jit(evaluation.softplus_forward)(x), jax.nn.softplus(x), rtol=1e-6, atol=1e-7)
-  assert float(evaluation.softplus_forward(jnp.log(3.0))) == pytest.approx(np.log(4.0), rel=1e-6)  # log(1 + 3).
-  assert np.isnan(evaluation.softplus_forward(jnp.nan))
+  np.testing.assert_allclose(jax.jit(likelihood.softplus_forward)(x), jax.nn.softplus(x), rtol=1e-6, atol=1e-7)
+  assert float(likelihood.softplus_forward(jnp.log(3.0))) == pytest.approx(np.log(4.0), rel=1e-6)  # log(1 + 3).
+  assert np.isnan(likelihood.softplus_forward(jnp.nan))
+
+
+def test_map_batches_pads_the_last_batch_and_drops_the_padding():
+  x = np.arange(7, dtype=np.float32).reshape(7, 1) * 10
+  y = np.arange(7, dtype=np.int32)
+  calls = []
+
+  def fn(scale, xb, yb, indices):
+    calls.append((xb[:, 0].tolist(), indices.tolist()))
+    return {"sum": xb[:, 0] * scale + yb, "index": indices}
+
+  out = batching.map_batches(fn, (x, y), batch_size=3, args=(2.0,), with_indices=True)
+  assert calls == [([0, 10, 20], [0, 1, 2]), ([30, 40, 50], [3, 4, 5]), ([60, 60, 60], [6, 6, 6])]  # Edge repeat.
+  np.testing.assert_array_equal(out["sum"], np.arange(7) * 21)
+  np.testing.assert_array_equal(out["index"], np.arange(7))
+  calls.clear()
+  single = batching.map_batches(lambda xb: xb * 2, (x,), batch_size=100)  # One batch of all 7, no indices.
+  np.testing.assert_array_equal(single, x * 2)
+  for arrays, size, match in (((x,), 0, "batch_size"), ((x[:0],), 2, "non-empty"), ((x, y[:5]), 2, "leading")):
+    with pytest.raises(ValueError, match=match):
+      batching.map_batches(lambda *b: b[0], arrays, batch_size=size)
+
+
+def test_example_keys_do_not_depend_on_the_batch():
+  key = jax.random.key(3)
+  draws = lambda indices: jax.vmap(jax.random.uniform)(batching.example_keys(key, jnp.asarray(indices)))
+  np.testing.assert_array_equal(draws([4, 5])[1], draws([5])[0])
+  assert draws([4])[0] != draws([5])[0]

@@ -4,6 +4,7 @@ Models are untrained (evaluation is what is under test), and each is evaluated o
 because compiling the evaluation programs is most of the cost on a CPU.
 """
 
+import dataclasses
 import os
 
 import jax
@@ -15,9 +16,12 @@ import threadpoolctl
 from ae_jax import config as config_lib
 from ae_jax import data
 from ae_jax import evaluation
+from ae_jax import evaluators
 from ae_jax import families
+from ae_jax import likelihood
 from ae_jax import models
 from ae_jax import report
+from ae_jax.losses import corruption
 from ae_jax.losses import reconstruction
 from ae_jax.losses import variational
 from tests.conftest import family_config
@@ -57,6 +61,11 @@ DENOISING_KEYS = {f"psnr_{kind}/{name}" for kind in ("noisy", "denoised", "gain"
                   for name in ("gaussian_0.1", "gaussian_0.3", "gaussian_0.5", "masking_0.1", "masking_0.25",
                                "masking_0.4")}
 VAE_KEYS = {"negative_elbo", "elbo_reconstruction", "elbo_kl", "log_likelihood", "active_units"}
+HEAD_ORDER = ["mse", "sse", "fraction_variance_explained", "pca_mse", "pca_sse", "probe_accuracy",
+              "probe_accuracy_pixels", "jacobian_frobenius_sq", "latent_sensitivity"]
+DENOISING_ORDER = ["psnr_clean"] + [f"psnr_{kind}/{name}" for name in ("gaussian_0.1", "gaussian_0.3", "gaussian_0.5",
+                                                                      "masking_0.1", "masking_0.25", "masking_0.4")
+                                    for kind in ("noisy", "denoised", "gain")]
 
 
 def test_metric_keys_are_shared_by_families_and_finite(sparse, vae):
@@ -79,7 +88,39 @@ def test_evaluate_picks_the_metric_groups_and_keeps_their_values(evaluate, famil
   config.evaluate = evaluate
   metrics = report.evaluate_model(config, model, params, digits, jax.random.key(1))
   assert set(metrics) == expected
+  assert list(metrics) == [k for k in full if k in expected]  # The full evaluation's order.
   assert metrics == pytest.approx({k: full[k] for k in expected}, rel=1e-6)  # Same keys draw the same noise.
+
+
+def test_metrics_come_in_the_registry_order(sparse, vae):
+  # eval.json and the printed table keep this order: the registry's, then each evaluator's own.
+  assert list(sparse[3]) == HEAD_ORDER + list(report.SPARSITY_METRICS) + ["rho"] + DENOISING_ORDER
+  assert list(vae[3]) == HEAD_ORDER + DENOISING_ORDER + ["negative_elbo", "elbo_reconstruction", "elbo_kl",
+                                                         "log_likelihood", "active_units"]
+
+
+def test_the_registry_runs_the_always_on_evaluators_and_the_selected_groups():
+  assert set(evaluators.EVALUATORS) - set(evaluators.ALWAYS) == set(config_lib.EVAL_GROUPS)
+  config = family_config("sparse")
+  for evaluate, expected in (("quick", ["reconstruction", "sparsity", "elbo", "active_units"]),
+                             ("denoising,pca", ["reconstruction", "pca", "denoising", "elbo", "active_units"]),
+                             ("full", list(evaluators.EVALUATORS))):
+    config.evaluate = evaluate
+    assert evaluators.selected(config_lib.eval_groups(config)) == expected
+
+
+def test_reported_hparams_come_from_the_family_entry(monkeypatch, digits):
+  config, model, params = _setup("undercomplete", digits.example_shape, evaluate="quick")
+  plain = report.evaluate_model(config, model, params, digits, jax.random.key(1))
+  assert "rho" not in plain
+  entry = dataclasses.replace(families.get("undercomplete"),
+                              reported_hparams=lambda c: {"rho": 0.25, "width": float(c.latent_dim)})
+  monkeypatch.setitem(families.FAMILIES, "undercomplete", entry)
+  metrics = report.evaluate_model(config, model, params, digits, jax.random.key(1))
+  assert list(metrics) == list(plain) + ["rho", "width"]  # Beside the sparsity metrics, which they read.
+  assert metrics["rho"] == 0.25 and metrics["width"] == config.latent_dim
+  config.evaluate = "pca"
+  assert "rho" not in report.evaluate_model(config, model, params, digits, jax.random.key(1))
 
 
 def test_iwae_samples_0_skips_only_the_likelihood(vae, digits):
@@ -103,7 +144,7 @@ def test_metrics_match_evaluation_on_the_same_data(sparse, digits):
   config, model, params, metrics = sparse
   pca = evaluation.pca_baseline(digits.train_images, digits.test_images, num_components=config.latent_dim)
   assert (metrics["pca_mse"], metrics["pca_sse"]) == pytest.approx((pca["mse"], pca["sse"]))
-  with threadpoolctl.threadpool_limits(limits=1):  # As in `report.probe`; threads only slow this down.
+  with threadpoolctl.threadpool_limits(limits=1):  # As in `evaluators.probe`; threads only slow this down.
     pixels = evaluation.linear_probe(digits.train_images, digits.train_labels, digits.test_images,
                                      digits.test_labels, max_iter=config.probe_max_iter)
   assert metrics["probe_accuracy_pixels"] == pytest.approx(pixels, abs=1 / 360)  # At most one image.
@@ -123,7 +164,7 @@ def test_metrics_match_evaluation_on_the_same_data(sparse, digits):
 
 def test_vae_terms_use_the_gaussian_likelihood_for_squared_error(vae, digits):
   config, model, params, metrics = vae
-  assert report.likelihood(config) == "gaussian"
+  assert reconstruction.likelihood(config.reconstruction) == "gaussian"
   mean, logvar = model.apply({"params": params}, digits.test_images, method="encode")
   logits = model.apply({"params": params}, mean, method="decode")
   nll = reconstruction.gaussian(jax.nn.sigmoid(logits), digits.test_images)
@@ -133,14 +174,14 @@ def test_vae_terms_use_the_gaussian_likelihood_for_squared_error(vae, digits):
   assert metrics["negative_elbo"] == pytest.approx(metrics["elbo_reconstruction"] + metrics["elbo_kl"])
   # Every importance weight is the ELBO's integrand here, so IWAE can only be above the ELBO.
   assert metrics["log_likelihood"] >= -metrics["negative_elbo"]
-  assert metrics["active_units"] == evaluation.active_units(mean)
+  assert metrics["active_units"] == likelihood.active_units(mean)
 
 
 def test_likelihood_follows_the_reconstruction_kind():
-  config = family_config("vae")
   for kind, expected in (("bernoulli", "bernoulli"), ("gaussian", "gaussian"), ("squared_error", "gaussian")):
-    config.reconstruction = kind
-    assert report.likelihood(config) == expected
+    assert reconstruction.likelihood(kind) == expected
+  with pytest.raises(ValueError, match="unknown reconstruction 'poisson'"):
+    reconstruction.likelihood("poisson")
 
 
 def test_probe_is_skipped_without_labels_and_subsampled_on_large_sets():
@@ -150,11 +191,11 @@ def test_probe_is_skipped_without_labels_and_subsampled_on_large_sets():
   config, model, params = _setup("undercomplete", ds.example_shape, widths=(), latent_dim=3, num_pictures=4)
   metrics = report.evaluate_model(config, model, params, ds, jax.random.key(1))
   assert not any(k.startswith("probe") for k in metrics) and "mse" in metrics
-  np.testing.assert_array_equal(report.probe_subset(60_000), np.arange(60_000))  # 0: the whole split.
-  subset = report.probe_subset(60_000, 10_000)
+  np.testing.assert_array_equal(evaluators.probe_subset(60_000), np.arange(60_000))  # 0: the whole split.
+  subset = evaluators.probe_subset(60_000, 10_000)
   assert len(subset) == 10_000 == len(np.unique(subset))
-  np.testing.assert_array_equal(subset, report.probe_subset(60_000, 10_000))  # Fixed, not redrawn per run.
-  np.testing.assert_array_equal(report.probe_subset(100, 500), np.arange(100))
+  np.testing.assert_array_equal(subset, evaluators.probe_subset(60_000, 10_000))  # Fixed, not redrawn per run.
+  np.testing.assert_array_equal(evaluators.probe_subset(100, 500), np.arange(100))
 
 
 def test_vae_table_has_no_sparsity_rows(vae):
@@ -168,13 +209,13 @@ def test_probe_fits_on_training_images_preprocessed_as_the_test_images(binarize)
   ds = data.load("digits", binarize=binarize)
   config, model, params = _setup("undercomplete", ds.example_shape, binarize=binarize, probe_examples=600,
                                  probe_max_iter=50, widths=(), num_pictures=0)
-  train_x, train_y = report.probe_train_split(config, ds)
-  subset = report.probe_subset(len(ds.train_images), 600)
+  train_x, train_y = evaluators.probe_train_split(config, ds)
+  subset = evaluators.probe_subset(len(ds.train_images), 600)
   assert len(train_x) == 600 and np.array_equal(train_y, ds.train_labels[subset])
   if binarize == "dynamic":  # The test split was binarized once by data.load: so are these.
     assert set(np.unique(ds.test_images)) == set(np.unique(train_x)) == {0.0, 1.0}
     assert abs(train_x.mean() - ds.train_images[subset].mean()) < 0.01  # One draw of the grey images.
-    np.testing.assert_array_equal(train_x, report.probe_train_split(config, ds)[0])  # The same draw each time.
+    np.testing.assert_array_equal(train_x, evaluators.probe_train_split(config, ds)[0])  # The same draw each time.
   else:
     np.testing.assert_array_equal(train_x, ds.train_images[subset])
   metrics = report.evaluate_model(config, model, params, ds, jax.random.key(1))
@@ -209,11 +250,24 @@ def test_pictures_per_family(sparse, vae, digits, tmp_path):
   assert not os.path.exists(tmp_path / "none")
 
 
+def test_denoising_picture_draws_the_corruptions_of_losses():
+  x = np.full((40, 8, 8, 1), 0.5, np.float32)
+  masked, noisy = map(np.asarray, report._display_corruptions(jax.random.key(3), x))
+  masking_key, gaussian_key = jax.random.split(jax.random.key(3))
+  np.testing.assert_array_equal(masked, corruption.masking(masking_key, x, rate=report.DISPLAY_MASKING))
+  np.testing.assert_allclose(noisy, corruption.gaussian(gaussian_key, x, sigma=report.DISPLAY_SIGMA), atol=1e-6)
+  assert set(np.unique(masked)) == {0.0, 0.5}
+  assert (masked == 0).mean() == pytest.approx(0.25, abs=0.03)  # 2,560 pixels: 3.5 standard deviations.
+  assert (noisy - x).std() == pytest.approx(0.3, rel=0.05) and abs((noisy - x).mean()) < 0.02
+  other = np.asarray(report._display_corruptions(jax.random.key(4), x)[0])
+  assert not np.array_equal(other, masked)
+
+
 def test_decoder_features_of_a_linear_decoder():
   _, model, params = _setup("sparse", (2, 2, 1), widths=(), latent_dim=3)
   kernel, bias = params["decoder"]["logits"]["kernel"], params["decoder"]["logits"]["bias"]
   expected = jax.nn.sigmoid(kernel + bias) - jax.nn.sigmoid(bias)  # Row i: unit i fully on.
-  features = report.decoder_features(report._Apply(model, params, variational=False), 3)
+  features = report.decoder_features(evaluators.Apply(model, params, variational=False), 3)
   np.testing.assert_allclose(features.reshape(3, -1), expected, rtol=1e-5, atol=1e-7)
 
 

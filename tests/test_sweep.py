@@ -74,7 +74,7 @@ def test_a_diverging_member_is_marked_and_the_others_finish(tmp_path):
   assert status["status"] == "diverged" and status["diverged_at"] == bad.diverged_at
   # The diverged member's logged rows all precede its divergence; its checkpoints are good ones.
   rows = [json.loads(line) for line in open(tmp_path / out["names"][1] / "metrics.jsonl")]
-  assert all(r.step < bad.diverged_at for r in rows)
+  assert all(r["step"] < bad.diverged_at for r in rows)
 
 
 def test_single_run_divergence_names_the_step_and_the_last_good_checkpoint(tmp_path):
@@ -117,7 +117,7 @@ def test_extending_a_sweep_trains_only_the_new_members(tmp_path, monkeypatch):
   monkeypatch.setattr(train, "train_members", recording)
   out = sweep.run(base, [{"beta": 1.0}, {"beta": 4.0}], str(tmp_path))
   assert trained == [str(tmp_path / "beta=4")]
-  assert [r.status for r in out["rows"]] == ["done", "done"]
+  assert [r["status"] for r in out["rows"]] == ["done", "done"]
   for path in ("sweep.md", "sweep.csv", "sweep.png", "beta=1/eval.json", "beta=4/metrics.jsonl"):
     assert os.path.exists(tmp_path / path), path
 
@@ -186,7 +186,7 @@ def test_kill_9_and_the_same_command_again_resumes_the_whole_sweep(tmp_path):
   assert whole.returncode == 0, whole.stderr[-3000:]
   for name in ("noise_level=0.1", "noise_level=0.4"):
     rows = [[json.loads(line) for line in open(d / name / "metrics.jsonl")] for d in (killed, tmp_path / "whole")]
-    assert [r.step for r in rows[0] if "loss" in r] == [r.step for r in rows[1] if "loss" in r]
+    assert [r["step"] for r in rows[0] if "loss" in r] == [r["step"] for r in rows[1] if "loss" in r]
     assert rows[0][-1]["eval/mse"] == pytest.approx(rows[1][-1]["eval/mse"], rel=1e-5)
 
 

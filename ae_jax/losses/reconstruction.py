@@ -60,3 +60,15 @@ def from_logits(logits: ArrayLike, target: ArrayLike, *, kind: str) -> jax.Array
 
 
 KINDS = ("bernoulli", "squared_error", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian")  # The kinds that are a normalised -log p(x|z) as they stand.
+
+
+def likelihood(kind: str) -> str:
+  """The p(x|z) of reconstruction `kind` for a VAE's IWAE and ELBO terms: 'squared_error' maps to 'gaussian'.
+
+  Squared error is the unit-variance Gaussian NLL up to a factor 1/2 and a constant, so the VAE's
+  reported ELBO and log-likelihood are those of that Gaussian (nats, constants included).
+  """
+  if kind not in KINDS:
+    raise ValueError(f"unknown reconstruction {kind!r}; choose 'bernoulli', 'squared_error' or 'gaussian'")
+  return "gaussian" if kind == "squared_error" else kind
