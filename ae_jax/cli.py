@@ -6,7 +6,6 @@ clu's TensorBoard writer and tfds load, only after the flags are checked.
 """
 
 import contextlib
-import json
 import logging as std_logging
 import os
 import re
@@ -133,37 +132,6 @@ def _loaded_by(error_or_frame, loader_dir: str) -> bool:
   if isinstance(error_or_frame, BaseException):
     return any(_loaded_by(frame, loader_dir) for frame in traceback.extract_tb(error_or_frame.__traceback__))
   return os.path.abspath(error_or_frame.filename).startswith(loader_dir)
-
-
-@contextlib.contextmanager
-def json_lines(path: str):
-  """`emit(row)` for the benchmarks: each row as one JSON line on stdout and, given a path, in that file
-  too (flushed per row, so a stopped run keeps what it measured)."""
-  out = open(path, "w", encoding="utf-8") if path else None  # pylint: disable=consider-using-with
-
-  def emit(row: dict[str, Any]) -> None:
-    line = json.dumps(row)
-    print(line, flush=True)
-    if out:
-      out.write(line + "\n")
-      out.flush()
-
-  try:
-    yield emit
-  finally:
-    if out:
-      out.close()
-
-
-def positive_ints(flag: str, values: list[str]) -> list[int]:
-  """A comma-separated list flag of positive integers (--batch_size=128,1024), or one line and exit 2."""
-  try:
-    out = [int(v) for v in values]
-  except ValueError:
-    out = []
-  if not out or min(out) <= 0:
-    fail(f"--{flag}={','.join(values)} must be a comma-separated list of positive integers")
-  return out
 
 
 def parse_flags(argv: list[str]) -> list[str]:

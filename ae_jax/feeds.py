@@ -81,15 +81,20 @@ class DeviceFeed:
   def __init__(self, step_fn: step_lib.StepFn, images: np.ndarray, labels: np.ndarray, *, batch_size: int,
                mesh: Mesh):
     # Every process holds the whole dataset: each copies it to its own devices.
-    self._images, self._labels = multihost.put((images, labels), NamedSharding(mesh, P()))
+    self.images, self.labels = multihost.put((images, labels), NamedSharding(mesh, P()))
     self._step_fn, self._batch_size, self._chunks = step_fn, batch_size, {}
+
+  def chunk(self, length: int):
+    """The jitted chunk `run` calls for `length` steps, `(state, hp, step, self.images, self.labels)`:
+    public so the benchmarks lower and compile exactly what training runs."""
+    if length not in self._chunks:
+      self._chunks[length] = make_train_chunk(self._step_fn, num_examples=len(self.images),
+                                              batch_size=self._batch_size, length=length)
+    return self._chunks[length]
 
   def run(self, state, hp, step: int, length: int, next_length: int = 0):
     del next_length  # Nothing to prefetch.
-    if length not in self._chunks:
-      self._chunks[length] = make_train_chunk(self._step_fn, num_examples=len(self._images),
-                                              batch_size=self._batch_size, length=length)
-    return self._chunks[length](state, hp, np.int32(step), self._images, self._labels)
+    return self.chunk(length)(state, hp, np.int32(step), self.images, self.labels)
 
   def close(self) -> None:
     pass

@@ -1,4 +1,5 @@
-"""experiments/benchmark.py in --quick mode: it runs and reports every key; no speed is asserted."""
+"""benchmarks/benchmark.py in --quick mode: it runs and reports every key; no speed is asserted. Its
+runner times the program `program.build` assembles for training, and the harness's timer."""
 
 import json
 import math
@@ -7,15 +8,21 @@ import subprocess
 import sys
 
 from absl.testing import flagsaver
-import benchmark  # experiments/ is on sys.path (conftest).
+import jax
+import numpy as np
+import pytest
 
 from ae_jax import cli
+from ae_jax import data
+from ae_jax import families
+from ae_jax import models
+from benchmarks import benchmark
+from benchmarks import harness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "experiments", "benchmark.py")
 CASE_KEYS = {"family": str, "batch_size": int, "model": str, "examples_per_s": float, "steps_per_s": float,
-             "peak_fraction": float, "bound_examples_per_s": float, "macs_per_example": int,
-             "matmul_gflops": float}
+             "step_time_s": float, "peak_fraction": float, "bound_examples_per_s": float, "macs_per_example": int,
+             "matmul_gflops": float, "compile_s": float}
 
 
 def _check_case(row):
@@ -24,6 +31,10 @@ def _check_case(row):
     if kind is not str:
       assert math.isfinite(row[key]) and row[key] > 0, (key, row)
   assert math.isfinite(row["final_loss"]), row
+  naive = row.get("penalty_path") in benchmark.NAIVE_PATHS
+  assert (row["steps"], row["repeats"], row["members"]) == (1 if naive else 2, 1, 1), row
+  if "loop" not in row:  # ae_jax's compiled chunk: XLA's memory analysis, less the dataset.
+    assert isinstance(row["peak_memory_bytes"], int) and row["peak_memory_bytes"] > 0, row
 
 
 def test_quick_run_reports_contractive_paths_against_the_plain_step():
@@ -83,7 +94,7 @@ def test_conv_cases_follow_the_flags():
 
 def test_main_prints_json_lines_and_writes_them_to_out(tmp_path, capsys):
   with flagsaver.flagsaver():  # In-process: the subprocess test below covers the script itself.
-    argv = cli.parse_flags([SCRIPT, "--quick", "--family=vae", f"--out={tmp_path}/bench.jsonl"])
+    argv = cli.parse_flags(["benchmark", "--quick", "--family=vae", f"--out={tmp_path}/bench.jsonl"])
     benchmark.main(argv)
   lines = capsys.readouterr().out.splitlines()
   assert lines == open(tmp_path / "bench.jsonl").read().splitlines()
@@ -100,20 +111,65 @@ def test_main_prints_json_lines_and_writes_them_to_out(tmp_path, capsys):
 
 
 def test_script_rejects_a_bad_family_in_one_line():
-  out = subprocess.run([sys.executable, SCRIPT, "--family=vae,gan", "--batch_size=128"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300, check=False)
+  out = subprocess.run([sys.executable, "-m", "benchmarks.benchmark", "--family=vae,gan", "--batch_size=128"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
   assert out.returncode == 2
-  assert out.stderr.strip().splitlines() == [
-      "error: --family=gan is not one of: undercomplete, sparse, denoising, vae, contractive"]
+  assert out.stderr.strip().splitlines() == [f"error: --family=gan is not one of: {', '.join(benchmark.FAMILIES)}"]
+  # The registry's families, contractive (the slow groups) last.
+  assert sorted(benchmark.FAMILIES) == sorted(families.NAMES) and benchmark.FAMILIES[-1] == "contractive"
+
+
+def _random_dataset(n: int) -> data.Dataset:
+  images, labels = harness.random_images(n), np.zeros(n, np.int32)
+  return data.Dataset(images, labels, images[:0], labels[:0], "random")
+
+
+def test_runner_assembles_the_run_as_training_does():
+  # The old hand-made assembly built the optimizer without steps_per_epoch (the iwae schedule raised)
+  # and left the decoder's output bias at zero.
+  config = harness.family_config("vae", 16, widths=(8,), latent_dim=4, init_output_bias="data_mean",
+                                 lr_schedule="iwae")
+  dataset = _random_dataset(64)
+  runner = benchmark.Runner(benchmark.Case(config, 2, members=2), dataset, warmup=False,
+                            compiler_options=benchmark.FAST_COMPILE)
+  np.testing.assert_array_equal(runner.hp["seed"], [0, 1])  # Members seed, seed + 1.
+  bias = np.asarray(runner.state.params["decoder"]["logits"]["bias"])
+  for member in bias:
+    np.testing.assert_allclose(member, models.data_mean_logits(dataset.train_images).reshape(-1), rtol=1e-6)
+  program = runner.program
+  assert runner() > 0 and math.isfinite(runner.loss)
+  # The timed call is training's: the feed's chunk from the program's initial state, the same loss.
+  _, metrics = program.feed.run(program.init_state(), program.hp, 0, 2)
+  assert float(np.mean(jax.device_get(metrics["loss"])[-1])) == pytest.approx(runner.loss, rel=1e-5)
+
+
+def test_round_robin_alternates_direction_and_retimes_the_matmul_each_round():
+  calls, peaks = [], iter(range(100))
+
+  def timer(name):
+    return lambda: calls.append(name) or float(len(calls))
+
+  rounds = harness.round_robin([timer("a"), timer("b")], 3, matmul=lambda: float(next(peaks)))
+  assert calls == ["a", "b", "b", "a", "a", "b"]
+  assert rounds.seconds == [[1.0, 4.0, 5.0], [2.0, 3.0, 6.0]]
+  assert rounds.peaks == [1.0, 4.0, 7.0]  # The median of 3 fresh matmul timings before each round.
+  assert harness.median_ratio([1.0, 4.0, 9.0], [1.0, 2.0, 3.0]) == 2.0
+
+
+def test_positive_ints_parses_a_list_flag_or_exits_2_in_one_line(capsys):
+  assert harness.positive_ints("batch_size", ["128", "1024"]) == [128, 1024]
+  for bad in (["a"], ["0"], [], ["16", "-1"]):
+    with pytest.raises(SystemExit) as e:
+      harness.positive_ints("batch_size", bad)
+    assert e.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: --batch_size={','.join(bad)} must be a comma-separated list of positive integers\n")
 
 
 def test_plain_flax_conv_model_is_ae_jax_model_in_flax_layers():
-  import plain_loop  # pylint: disable=g-import-not-at-top  # experiments/ is on sys.path (conftest).
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from ae_jax import families, models  # pylint: disable=g-import-not-at-top
+  from benchmarks import plain_loop  # pylint: disable=g-import-not-at-top
 
-  config = benchmark.family_config("vae", 4, **{**benchmark.CONV_SHAPE, "widths": (4, 8)})
+  config = harness.family_config("vae", 4, **{**benchmark.CONV_SHAPE, "widths": (4, 8)})
   ours, flax = families.model_from_config(config, (8, 8, 1)), plain_loop.flax_model(config, (8, 8, 1))
   assert type(flax.encoder.trunk).__name__ == "FlaxConvEncoder" and type(flax.decoder).__name__ == "FlaxConvDecoder"
   params = models.init(ours, jax.random.key(0), (8, 8, 1))

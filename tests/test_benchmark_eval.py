@@ -1,8 +1,8 @@
-"""experiments/benchmark_eval.py: the IWAE estimate is timed against the decoder-matmul bound."""
+"""benchmarks/benchmark_eval.py: the IWAE estimate is timed against the decoder-matmul bound."""
 
 import pytest
 
-import benchmark_eval  # experiments/ is on sys.path (conftest).
+from benchmarks import benchmark_eval
 
 
 def test_iwae_row_counts_the_decoder_and_compares_with_its_bound():

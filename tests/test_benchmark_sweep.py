@@ -1,7 +1,9 @@
-"""experiments/benchmark_sweep.py: the throughput part runs tiny; the end-to-end part runs the right commands."""
+"""benchmarks/benchmark_sweep.py: the throughput part runs tiny; the end-to-end part runs the right commands."""
 
-import benchmark  # experiments/ is on sys.path (conftest).
-import benchmark_sweep
+import math
+
+from benchmarks import benchmark
+from benchmarks import benchmark_sweep
 
 
 def test_throughput_reports_single_run_and_both_sweep_programs():
@@ -38,3 +40,4 @@ def test_shared_batch_reports_own_and_shared_batches():
   assert (own["batches"], shared["batches"]) == ("one per member", "one shared")
   for row in (own, shared):
     assert row["vs_sequential"] == 2 * row["single_step_s"] / row["program_step_s"] > 0
+    assert math.isfinite(row["vs_sequential"]) and row["steps"] == 2

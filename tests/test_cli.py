@@ -251,16 +251,6 @@ def test_bad_distributed_flags_are_one_line_and_exit_code_2(args, match, tmp_pat
   assert match in line, line
 
 
-def test_positive_ints_parses_a_list_flag_or_exits_2_in_one_line(capsys):
-  from ae_jax import cli  # pylint: disable=g-import-not-at-top
-  assert cli.positive_ints("batch_size", ["128", "1024"]) == [128, 1024]
-  for bad in (["a"], ["0"], [], ["16", "-1"]):
-    with pytest.raises(SystemExit) as exit_info:
-      cli.positive_ints("batch_size", bad)
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err.startswith("error: --batch_size=")
-
-
 def test_the_sparse_mnist_reproduction_variants_are_valid():
   from configs.reproduce import sparse_mnist  # pylint: disable=g-import-not-at-top
 

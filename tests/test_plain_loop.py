@@ -2,10 +2,10 @@
 
 import jax
 import numpy as np
-import plain_loop  # experiments/ is on sys.path (conftest).
 import pytest
 
 from ae_jax.losses import reconstruction
+from benchmarks import plain_loop
 
 
 @pytest.mark.parametrize("kind", reconstruction.KINDS)

@@ -1,11 +1,11 @@
-"""experiments/profile_step.py: kernels are charged to the step's parts; --quick runs end to end."""
+"""benchmarks/profile_step.py: kernels are charged to the step's parts; --quick runs end to end."""
 
 import json
 
 from absl.testing import flagsaver
-import profile_step  # experiments/ is on sys.path (conftest).
 
 from ae_jax import cli
+from benchmarks import profile_step
 
 HLO = """\
 %fused_computation.1 (param_0: f32[8,4], param_1: f32[4,2]) -> f32[8,2] {

@@ -1,4 +1,4 @@
-"""experiments/step_costs.py in --quick mode, and the claim of issue 9 that per-example keys are not needed
+"""benchmarks/step_costs.py in --quick mode, and the claim of issue 9 that per-example keys are not needed
 for device-count invariance: with `jax_threefry_partitionable` one key draws the same global batch
 however the batch is sharded (the suite's 4 fake CPU devices, conftest)."""
 
@@ -13,19 +13,24 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import jax.numpy as jnp
+from absl import flags
+from absl.testing import flagsaver
 import numpy as np
 import pytest
 
+from ae_jax import cli
+from benchmarks import harness
+from benchmarks import step_costs
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "experiments", "step_costs.py")
 VARIANTS = ["plain", "a_per_example_keys", "b_norms", "c_cond_permutation", "d_shard_map", "e_dynamic_binarize",
             "f_all", "g_scan", "all_scan", "plain_loop_py"]
 
 
 def test_quick_run_prints_every_variant_with_a_finite_ratio(tmp_path):
   env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
-  out = subprocess.run([sys.executable, SCRIPT, "--quick", f"--out={tmp_path}/costs.jsonl"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=300, check=False)
+  out = subprocess.run([sys.executable, "-m", "benchmarks.step_costs", "--quick", f"--out={tmp_path}/costs.jsonl"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
   assert out.returncode == 0, out.stderr[-3000:]
   lines = out.stdout.splitlines()
   assert lines == open(tmp_path / "costs.jsonl").read().splitlines()
@@ -41,6 +46,14 @@ def test_quick_run_prints_every_variant_with_a_finite_ratio(tmp_path):
   loss = {r["variant"]: r["final_loss"] for r in rows}
   for name in ("b_norms", "c_cond_permutation", "d_shard_map", "plain_loop_py"):
     assert loss[name] == pytest.approx(loss["plain"], rel=1e-5), name
+
+
+def test_script_defaults_apply_unless_a_flag_is_given():
+  with flagsaver.flagsaver():
+    cli.parse_flags(["step_costs", "--repeats=3"])
+    harness.set_defaults(**step_costs.DEFAULTS)
+    assert (harness.REPEATS.value, harness.STEPS.value, harness.BATCH_SIZE.value) == (3, 32, ["128"])
+  assert flags.FLAGS["steps"].default == 0  # Restored: benchmark.py's default.
 
 
 def _mesh(n: int) -> Mesh:

@@ -12,6 +12,7 @@ import pytest
 from ae_jax import config as config_lib
 from ae_jax import families
 from ae_jax import sweep
+from ae_jax import workdir as workdir_lib
 from ae_jax import train
 from tests.conftest import family_config
 
@@ -199,6 +200,6 @@ def test_a_member_trained_in_epochs_is_finished_until_its_epochs_are_raised(tmp_
     json.dump(resolved.to_dict(), f, default=str)
   with open(tmp_path / "status.json", "w", encoding="utf-8") as f:
     json.dump({"status": "done", "step": 20, "message": "", "num_epochs": 2}, f)
-  assert sweep._finished(str(tmp_path), config)["step"] == 20  # pylint: disable=protected-access
+  assert workdir_lib.read_finished(str(tmp_path), config).step == 20
   config.num_epochs = 3
-  assert sweep._finished(str(tmp_path), config) is None  # pylint: disable=protected-access
+  assert workdir_lib.read_finished(str(tmp_path), config) is None

@@ -2,7 +2,8 @@
 
 One jitted Flax + optax step per batch: the batch sliced with `lax.dynamic_slice` from a per-epoch
 permutation, one PRNG key per step (folded from the step number), noise drawn for the whole batch
-at once, parameters and optimizer state donated, no sharding, no metrics but the loss. Same model
+at once, parameters and optimizer state donated, no sharding, no metrics but the loss (the Adam step
+is `harness.AdamStep`, shared with the other plain loops). Same model
 (`families.model_from_config`) and the same loss as the framework's step, written as a user would:
 the reconstruction term with optax's losses on image-shaped batches (`user_reconstruction`; ae_jax's own
 terms on request), and a conv model with flax's own `nn.Conv` and `nn.ConvTranspose` (`flax_model`):
@@ -20,13 +21,13 @@ import jax.numpy as jnp
 import optax
 
 from ae_jax import activations
-
 from ae_jax import families
 from ae_jax import models
 from ae_jax.losses import corruption
 from ae_jax.losses import reconstruction
 from ae_jax.losses import sparsity
 from ae_jax.losses import variational
+from benchmarks import harness
 
 
 class FlaxConvEncoder(models.ConvEncoder):
@@ -39,7 +40,8 @@ class FlaxConvEncoder(models.ConvEncoder):
     for i, feat in enumerate(self.features):
       h = act(nn.Conv(feat, (3, 3), strides=(2, 2), padding="SAME", kernel_init=init, name=f"conv_{i}")(h))
     h = h.reshape(h.shape[0], -1)
-    return models._code(self, nn.Dense(self.latent_dim, kernel_init=init, name="code")(h))  # pylint: disable=protected-access
+    code = nn.Dense(self.latent_dim, kernel_init=init, name="code")(h)
+    return models._code(self, code)  # pylint: disable=protected-access
 
 
 class FlaxConvDecoder(models.ConvDecoder):
@@ -99,22 +101,34 @@ def make_loss(config, model, *, losses: str = "user"):
   rec = functools.partial(user_reconstruction if losses == "user" else reconstruction.from_logits,
                           kind=config.reconstruction)
 
-  def loss(params, x, key):
-    apply = functools.partial(model.apply, {"params": params})
-    if config.family == "vae":
-      mean, logvar = apply(x, method="encode")
-      z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
-      return (rec(apply(z, method="decode"), x) + config.beta * variational.kl_standard_normal(mean, logvar)).mean()
-    x_in = corruption.corrupt(key, x, kind=config.noise, level=config.noise_level) if config.family == "denoising" else x
-    code, logits = apply(x_in)
-    value = rec(logits, x).mean()
-    if config.family == "sparse" and config.sparsity == "kl":
-      value += config.sparsity_weight * sparsity.kl_divergence(code, rho=config.rho).sum()
-    elif config.family == "sparse" and config.sparsity == "l1":
-      value += config.sparsity_weight * sparsity.l1(code).mean()
-    return value
+  def autoencoder(params, x, x_in, penalty=lambda code: 0.0):
+    code, logits = model.apply({"params": params}, x_in)
+    return rec(logits, x).mean() + penalty(code)
 
-  return loss
+  def vae(params, x, key):
+    apply = functools.partial(model.apply, {"params": params})
+    mean, logvar = apply(x, method="encode")
+    z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
+    return (rec(apply(z, method="decode"), x) + config.beta * variational.kl_standard_normal(mean, logvar)).mean()
+
+  def sparse(params, x, key):
+    del key
+    penalty = {"kl": lambda code: config.sparsity_weight * sparsity.kl_divergence(code, rho=config.rho).sum(),
+               "l1": lambda code: config.sparsity_weight * sparsity.l1(code).mean(),
+               "topk": lambda code: 0.0}[config.sparsity]  # TopK: in the model; no AuxK here.
+    return autoencoder(params, x, x, penalty)
+
+  # One loss per family, as a user writes the one they train.
+  losses_by_family = {
+      "undercomplete": lambda params, x, key: autoencoder(params, x, x),
+      "denoising": lambda params, x, key: autoencoder(
+          params, x, corruption.corrupt(key, x, kind=config.noise, level=config.noise_level)),
+      "sparse": sparse,
+      "vae": vae,
+  }
+  if config.family not in losses_by_family:
+    raise ValueError(f"the plain loop has no loss for family {config.family!r}")
+  return losses_by_family[config.family]
 
 
 class PlainLoop:
@@ -124,15 +138,14 @@ class PlainLoop:
     """`model`: `flax_model(config, ...)` unless given (e.g. ae_jax's own, to time the loop alone);
     `losses`: see `make_loss`."""
     model = flax_model(config, images.shape[1:]) if model is None else model
-    self.optimizer = optax.adam(config.learning_rate)
     self.params = models.init(model, jax.random.key(seed), images.shape[1:])
-    self.opt_state = self.optimizer.init(self.params)
+    self.update = harness.AdamStep(make_loss(config, model, losses=losses), config.learning_rate)
+    self.opt_state = self.update.init(self.params)
     self.images, self.key, self.batch_size, self.i = images, jax.random.key(seed + 1), config.batch_size, 0
     self.steps_per_epoch = len(images) // config.batch_size
     self.permutation = jax.jit(lambda key, epoch: jax.random.permutation(jax.random.fold_in(key, epoch),
                                                                          len(images)))
     self.perm = self.permutation(self.key, 0)
-    loss = make_loss(config, model, losses=losses)
     dynamic = config.binarize == "dynamic"
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
@@ -144,11 +157,8 @@ class PlainLoop:
         binarize_key, loss_key = jax.random.split(jax.random.fold_in(key, i))
         if dynamic:
           x = jax.random.bernoulli(binarize_key, x).astype(x.dtype)
-      with jax.named_scope("loss_and_grad"):  # Labels for experiments/profile_step.py; no cost.
-        value, grads = jax.value_and_grad(loss)(params, x, loss_key)
-      with jax.named_scope("optimizer"):
-        updates, opt_state = self.optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
+      params, opt_state, value, _, _ = self.update(params, opt_state, x, loss_key)  # Scoped for profile_step.
+      return params, opt_state, value
 
     self.step = step
 

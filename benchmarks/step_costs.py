@@ -1,13 +1,13 @@
-"""Where the step's time goes: the plain step of experiments/plain_loop.py with one suspect added at a time.
+"""Where the step's time goes: the plain step of benchmarks/plain_loop.py with one suspect added at a time.
 
-  python experiments/step_costs.py --out=/tmp/step_costs.jsonl                  # batch 128, 15 rounds
-  python experiments/step_costs.py --batch_size=128,1024 --out=/tmp/step_costs.jsonl
-  python experiments/step_costs.py --quick                                     # CI: runs, numbers mean nothing
+  python -m benchmarks.step_costs --out=/tmp/step_costs.jsonl                  # batch 128, 15 rounds
+  python -m benchmarks.step_costs --batch_size=128,1024 --out=/tmp/step_costs.jsonl
+  python -m benchmarks.step_costs --quick                                     # CI: runs, numbers mean nothing
 
 The model is Kingma & Welling's MNIST VAE (MLP 784-400-20, ReLU, Bernoulli decoder, Adam 1e-3) on
 MNIST-shaped random images in [0, 1]. `plain` is plain_loop.py's step (one jitted call per step, the
 batch gathered with `lax.dynamic_slice` of a per-epoch permutation made on the host side, one key per
-step, one normal draw for the whole batch). Each other variant adds what ae_jax's step does, alone:
+step, one normal draw for the whole batch, `harness.AdamStep`). Each other variant adds what ae_jax's step does, alone:
 
   a per_example_keys  the step key split into B keys, the normal draw vmapped over them
   b norms             grad_norm, param_norm and update_norm (global l2 norms) computed and returned
@@ -23,21 +23,18 @@ step, one normal draw for the whole batch). Each other variant adds what ae_jax'
 (The plain step inside the scan keeps one permutation per call, made on the host at the call's first
 step: steps past an epoch boundary within a call reuse it. That changes which examples are drawn, not
 the work.) Every timed call runs --steps steps and waits once, at the end. Variants are timed
-round-robin, --repeats rounds alternating direction; `ratio_to_plain` is the median over rounds of
-(variant's step time / plain's in the same round). stdout: a JSON line of device info, then one per
-variant.
+round-robin (`harness.round_robin`), --repeats rounds alternating direction; `ratio_to_plain` is the
+median over rounds of (variant's step time / plain's in the same round). stdout: a JSON line of
+device info, then one per variant.
 """
 
 from collections.abc import Callable, Sequence
 import functools
-import os
-import platform
 import statistics
 import time
 from typing import Any
 
 from absl import app
-from absl import flags
 import jax
 from jax import lax
 from jax.sharding import Mesh
@@ -47,27 +44,21 @@ import numpy as np
 import optax
 
 from ae_jax import cli
-from ae_jax import config as config_lib
 from ae_jax import families
 from ae_jax import models
 from ae_jax.losses import reconstruction
 from ae_jax.losses import variational
-from configs import vae as vae_config  # experiments/ is on sys.path (this script's directory).
-import plain_loop
+from benchmarks import harness
+from benchmarks import plain_loop
 
 SUSPECTS = ("keys", "norms", "cond", "shard_map", "binarize")
 VARIANTS: dict[str, tuple[str, ...]] = {
     "plain": (), "a_per_example_keys": ("keys",), "b_norms": ("norms",), "c_cond_permutation": ("cond",),
     "d_shard_map": ("shard_map",), "e_dynamic_binarize": ("binarize",), "f_all": SUSPECTS, "g_scan": ("scan",),
     "all_scan": SUSPECTS + ("scan",), "plain_loop_py": ("plain_loop_py",)}
-SHAPE = (28, 28, 1)
-
-_BATCH = flags.DEFINE_list("batch_size", ["128"], "Batch sizes, each timed as its own round-robin group.")
-_STEPS = flags.DEFINE_integer("steps", 32, "Steps per timed call (and per scanned call).", lower_bound=1)
-_REPEATS = flags.DEFINE_integer("repeats", 15, "Timed rounds (one call of every variant each).", lower_bound=1)
-_NUM = flags.DEFINE_integer("num_examples", 10_000, "Random training images.", lower_bound=1)
-_QUICK = flags.DEFINE_bool("quick", False, "CI: batch 16, 256 images, 2 steps, 1 round, no warm-up.")
-_OUT = flags.DEFINE_string("out", "", "Also write the JSON lines to this file.")
+# Its flags are harness's: --batch_size, --steps (per timed and per scanned call), --repeats, --num_examples,
+# --quick and --out, with this script's own defaults.
+DEFAULTS = {"batch_size": ["128"], "steps": 32, "repeats": 15}
 
 
 def per_example_loss(config, model) -> Callable[..., jax.Array]:
@@ -84,19 +75,16 @@ def per_example_loss(config, model) -> Callable[..., jax.Array]:
   return loss
 
 
-def make_step(config, model, optimizer, suspects: Sequence[str], num_examples: int):
-  """`(params, opt_state, images, perm, i, key) -> (params, opt_state, perm, out)`, not jitted."""
+def make_step(config, model, suspects: Sequence[str], num_examples: int) -> tuple[Callable[..., Any], harness.AdamStep]:
+  """`(params, opt_state, images, perm, i, key) -> (params, opt_state, perm, out)`, not jitted, and its Adam
+  step (whose `init` makes the optimizer state)."""
   batch, per_epoch = config.batch_size, num_examples // config.batch_size
   loss = per_example_loss(config, model) if "keys" in suspects else plain_loop.make_loss(config, model)
   shard = "shard_map" in suspects
+  adam = harness.AdamStep(loss, config.learning_rate, axis_name="data" if shard else None)
 
   def update(params, opt_state, x, key):
-    inner = jax.tree.map(lambda p: lax.pcast(p, "data", to="varying"), params) if shard else params
-    value, grads = jax.value_and_grad(loss)(inner, x, key)
-    if shard:
-      value, grads = lax.pmean((value, grads), "data")
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    new = optax.apply_updates(params, updates)
+    new, opt_state, value, grads, updates = adam(params, opt_state, x, key)
     if "norms" in suspects:
       value = (value, optax.tree.norm(grads), optax.tree.norm(new), optax.tree.norm(updates))
     return new, opt_state, value
@@ -117,7 +105,7 @@ def make_step(config, model, optimizer, suspects: Sequence[str], num_examples: i
     params, opt_state, value = update(params, opt_state, x, loss_key)
     return params, opt_state, perm, value
 
-  return step
+  return step, adam
 
 
 class Runner:
@@ -128,13 +116,12 @@ class Runner:
     self.per_epoch, self.images = self.n // config.batch_size, images
     self.plain_loop = plain_loop.PlainLoop(config, images, seed=config.seed) if "plain_loop_py" in suspects else None
     model = families.model_from_config(config, images.shape[1:])
-    optimizer = optax.adam(config.learning_rate)
+    step, adam = make_step(config, model, suspects, self.n)
     self.params = models.init(model, jax.random.key(config.seed), images.shape[1:])
-    self.opt_state = optimizer.init(self.params)
+    self.opt_state = adam.init(self.params)
     self.carry_perm, self.scan = "cond" in suspects, "scan" in suspects
     self.permutation = jax.jit(lambda key, epoch: jax.random.permutation(jax.random.fold_in(key, epoch), self.n))
     self.perm, self.epoch = self.permutation(self.key, 0), 0
-    step = make_step(config, model, optimizer, suspects, self.n)
     if self.scan:
       def chunk(params, opt_state, images, perm, i, key):
         def body(carry, _):
@@ -181,53 +168,38 @@ class Runner:
 
 def run_batch(batch: int, images: jax.Array, steps: int, repeats: int, warmup: bool) -> list[dict[str, Any]]:
   """Times every variant at `batch`, round-robin; one row per variant."""
-  config = vae_config.get_config()
-  config.update({"batch_size": batch, "widths": (400,), "latent_dim": 20, "activation": "relu",
-                 "reconstruction": "bernoulli", "optimizer": "adam", "learning_rate": 1e-3})
-  config_lib.validate(config)
+  config = harness.family_config("vae", batch, widths=(400,), latent_dim=20, activation="relu",
+                                 reconstruction="bernoulli", optimizer="adam", learning_rate=1e-3)
   runners = {name: Runner(config, images, suspects, steps, warmup) for name, suspects in VARIANTS.items()}
-  seconds: dict[str, list[float]] = {name: [] for name in runners}
-  for r in range(repeats):
-    for name in list(runners)[::1 if r % 2 == 0 else -1]:
-      seconds[name].append(runners[name]() / steps)
+  seconds, _ = harness.round_robin(list(runners.values()), repeats)
+  per_step = {name: [t / steps for t in times] for name, times in zip(runners, seconds)}
   rows = []
-  for name, times in seconds.items():
+  for name, times in per_step.items():
     rows.append({
         "variant": name, "suspects": list(VARIANTS[name]), "batch_size": batch,
         "step_time_s": statistics.median(times), "examples_per_s": batch / statistics.median(times),
-        "ratio_to_plain": statistics.median(t / p for t, p in zip(times, seconds["plain"])),
+        "ratio_to_plain": harness.median_ratio(times, per_step["plain"]),
         "steps": steps, "repeats": repeats, "compile_s": runners[name].compile_s,
         "final_loss": runners[name].loss})
   return rows
 
 
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-  except OSError:
-    return platform.machine()
-
-
-def device_info() -> dict[str, Any]:
-  device = jax.devices()[0]
-  return {"device": device.device_kind, "backend": jax.default_backend(), "num_devices": jax.device_count(),
-          "jax": jax.__version__, "cpu_count": os.cpu_count(), "cpu": _cpu_model(),
-          "threefry_partitionable": bool(jax.config.jax_threefry_partitionable)}
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(f"unexpected arguments {argv[1:]}; flags look like --batch_size=128,1024")
-  batches = cli.positive_ints("batch_size", _BATCH.value)
-  steps, repeats, num, warmup = _STEPS.value, _REPEATS.value, _NUM.value, True
-  if _QUICK.value:
+  harness.set_defaults(**DEFAULTS)
+  batches = harness.positive_ints("batch_size", harness.BATCH_SIZE.value)
+  steps, repeats, num, warmup = harness.STEPS.value, harness.REPEATS.value, harness.NUM_EXAMPLES.value, True
+  if harness.QUICK.value:
     batches, steps, repeats, num, warmup = [16], 2, 1, 256, False
+  if steps < 1:
+    cli.fail(f"--steps={steps} must be positive")
   if max(batches) > num:
     cli.fail(f"--batch_size needs batches no larger than --num_examples={num}")
-  images = jax.device_put(np.random.default_rng(0).random((num, *SHAPE), np.float32))
-  with cli.json_lines(_OUT.value) as emit:
-    emit(device_info())
+  images = jax.device_put(harness.random_images(num))
+  with harness.json_lines(harness.OUT.value) as emit:
+    emit(harness.device_info(cpu=harness.cpu_model(),
+                             threefry_partitionable=bool(jax.config.jax_threefry_partitionable)))
     for batch in batches:
       for row in run_batch(batch, images, steps, repeats, warmup):
         emit(row)

@@ -1,16 +1,17 @@
 """Where a training step's time goes, op by op: ae_jax's loop against the plain loop, from a profile.
 
-  python experiments/profile_step.py --family=vae --batch_size=128
-  python experiments/profile_step.py --family=all --batch_size=128,1024 --out=profile.jsonl
-  python experiments/profile_step.py --quick                      # CI: tiny, checks that it runs
+  python -m benchmarks.profile_step --family=vae --batch_size=128
+  python -m benchmarks.profile_step --family=all --batch_size=128,1024 --out=profile.jsonl
+  python -m benchmarks.profile_step --quick                      # CI: tiny, checks that it runs
 
 It takes benchmark.py's flags (--family, --batch_size, --steps, --dataset, --quick, --out; contractive
 cases are skipped) and `--calls`.
 
-Each loop of a benchmark.py group (ae_jax's real chunk, the plain loop as a user writes it, and the
-plain loop with ae_jax's layers and loss terms, `plain_model: ae_jax`) is compiled and warmed up,
-then `--calls` of its calls are traced with `jax.profiler` (Perfetto JSON), one loop after another
-(not interleaved: compare parts within a loop, and loops only on an idle machine). XLA records one
+Each loop of a benchmark.py group (ae_jax's real chunk, `benchmark.Runner`'s; the plain loop as a
+user writes it; and the plain loop with ae_jax's layers and loss terms, `plain_model: ae_jax`) is
+compiled and warmed up, then `--calls` of its calls are traced with `jax.profiler` (Perfetto JSON),
+one loop after another (not interleaved: compare parts within a loop, and loops only on an idle
+machine). XLA records one
 event per executed kernel (a fusion, a dot, a copy); each kernel is looked up in the compiled HLO and
 its time is charged to a part of the step:
 - the named scope it was traced under: `batch` (permutation and gather), `draws` (binarization and
@@ -38,10 +39,10 @@ from typing import Any
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 
 from ae_jax import cli
-import benchmark  # experiments/ is on sys.path when this script runs.
+from benchmarks import benchmark
+from benchmarks import harness
 
 SCOPES = ("batch", "draws", "loss_and_grad", "optimizer", "norms", "divergence_guard")
 CONTAINERS = ("while", "call", "conditional")  # Their kernels are traced themselves.
@@ -130,24 +131,18 @@ def profile(runner, hlo_text: str, steps: int, calls: int, matmul_flops: float) 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     cli.fail(f"unexpected arguments {argv[1:]}; flags look like --family=vae --batch_size=128")
-  options = benchmark.options_from_flags()
-  from ae_jax import step as step_lib  # pylint: disable=g-import-not-at-top
-
-  images, labels = benchmark.load_images(options)
-  images, labels = jnp.asarray(images), jnp.asarray(labels)
-  mesh = step_lib.make_mesh()
-  calls = 1 if flags.FLAGS.quick else _CALLS_FLAG.value
-  with cli.json_lines(flags.FLAGS.out) as emit, cli.clear_errors():
+  options = dataclasses.replace(benchmark.options_from_flags(), fast_compile=False)
+  dataset = benchmark.load_dataset(options)
+  calls = 1 if harness.QUICK.value else _CALLS_FLAG.value
+  with harness.json_lines(harness.OUT.value) as emit, cli.clear_errors():
     for group in benchmark.build_cases(dataclasses.replace(options, architectures=("mlp",))):
-      if group[0].family == "contractive" or group[0].encoder:
+      if group[0].encoder:
         continue  # Contractive cases compare with a plain AE of ae_jax's own; benchmark.py times them.
-      for case in group:
+      for case, runner in zip(group, benchmark.make_runners(group, dataset, options)):
         if case.plain:
-          runner = benchmark.PlainRunner(case, images, warmup=options.warmup)
           loop = runner.loop
           hlo = loop.step.lower(loop.params, loop.opt_state, loop.images, loop.perm, 0, loop.key).compile().as_text()
         else:
-          runner = benchmark.Runner(case, images, labels, mesh, images.nbytes, warmup=options.warmup)
           hlo = runner.compiled.as_text()
         matmul_flops = 6.0 * runner.macs * case.config.batch_size  # Forward and backward, per step.
         row = profile(runner, hlo, case.steps, calls, matmul_flops)
