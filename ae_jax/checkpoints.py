@@ -13,7 +13,6 @@ from absl import logging
 import orbax.checkpoint as ocp
 
 
-
 class Checkpointer:
   """Saves the state every call to `save`, keeps the newest `max_to_keep`, restores the newest readable."""
 

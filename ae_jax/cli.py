@@ -144,8 +144,8 @@ def parse_flags(argv: list[str]) -> list[str]:
   return argv
 
 
-_OWN_CODE = (os.path.dirname(os.path.abspath(__file__)),  # ae_jax/
-             os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_OWN_CODE = tuple(os.path.join(_ROOT, d) for d in ("ae_jax", "experiments", "benchmarks"))
 
 
 def _own_or_warning(record) -> bool:

@@ -6,7 +6,7 @@ contracted feature dimension (`f01b_i01o->01bf`) and its input gradient with a t
 (`b01f_01oi->b01f`). Outside a loop XLA rewrites both into the canonical form; inside a while loop
 (`lax.scan`, as every ae_jax training chunk is) it does not, and they run in its generic loop
 emitter (jax-ml/jax#12868): a conv (32, 64) MNIST step took 1550 ms inside a scan against 105 ms
-outside (docs/conv_speed/NOTES.md). `conv2d` gives the convolution a custom VJP that writes both gradients as
+outside (docs/speed.md, "Conv models on CPU"). `conv2d` gives the convolution a custom VJP that writes both gradients as
 canonical convolutions itself, with explicit transposes, so the scan runs them at full speed.
 """
 

@@ -31,12 +31,12 @@ from ae_jax import checks
 from ae_jax import errors
 from ae_jax import hparams
 from ae_jax import models
+from ae_jax import user_terms
 from ae_jax.losses import contractive
 from ae_jax.losses import corruption
 from ae_jax.losses import reconstruction
 from ae_jax.losses import sparsity
 from ae_jax.losses import variational
-from ae_jax import user_terms
 
 State = dict[str, jax.Array]
 LossFn = Callable[[Any, dict[str, jax.Array], jax.Array, dict[str, jax.Array], State],
@@ -320,7 +320,7 @@ NAMES = tuple(FAMILIES)
 
 def register(name: str, family: Family) -> None:
   """Adds a family (or replaces one) by name: validation, models, sweeps, evaluation and the CLI read it
-  from here. A new family is its objective and this one call (README, "Adding a family")."""
+  from here. A new family is its objective and this one call (README, "Adding a family"; docs/families.md)."""
   FAMILIES[name] = family
   global NAMES
   NAMES = tuple(FAMILIES)

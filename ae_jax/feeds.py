@@ -131,7 +131,8 @@ class HostFeed:
     # Each process gathers only the examples of its own devices' shards, and copies them there: a
     # device_put into a layout spanning processes would run a collective from this thread.
     return tuple(jax.make_array_from_callback((*idx.shape, *x.shape[1:]), self._sharding,
-                                              lambda index, x=x: x[idx[index[:3]]]) for x in (self._images, self._labels))
+                                              lambda index, x=x: x[idx[index[:3]]])
+                 for x in (self._images, self._labels))
 
   def run(self, state, hp, step: int, length: int, next_length: int = 0):
     if self._seeds is None:

@@ -77,6 +77,7 @@ def initialize_distributed() -> None:
     return  # One process: no coordinator.
   import signal  # pylint: disable=g-import-not-at-top
   import threading  # pylint: disable=g-import-not-at-top
+
   import jax  # pylint: disable=g-import-not-at-top
 
   timeout = flags.FLAGS.distributed_timeout

@@ -17,7 +17,6 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
 from jax.typing import ArrayLike
 import numpy as np
 
@@ -143,7 +142,7 @@ class ConvTranspose2x(nn.Module):
   Same params (`kernel` (3, 3, in, features), `bias`), same initial values and the same outputs as
   flax's layer, which computes a convolution of the input dilated with zeros (`lhs_dilation=2`).
   XLA:CPU has no fast kernel for the gradient of that convolution with respect to its kernel: it
-  took 380 of the 550 ms of a conv (32, 64) MNIST step at batch 128 (docs/conv_speed/NOTES.md). Along each
+  took 380 of the 550 ms of a conv (32, 64) MNIST step at batch 128 (docs/speed.md, "Conv models on CPU"). Along each
   axis, y[2m] = w[0] x[m-1] + w[2] x[m] and y[2m+1] = w[1] x[m]: so each of the four output phases
   (even/odd rows x even/odd columns) is a small ordinary convolution of the undilated input (2x2,
   2x1, 1x2 and 1x1 taps, 9 in all, as many multiply-adds as the useful part of flax's), and the

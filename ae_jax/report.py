@@ -10,7 +10,6 @@ this module only wires a trained model into them.
 from collections.abc import Callable, Sequence
 import functools
 import math
-import os
 from typing import Any
 
 import flax.linen as nn
@@ -22,6 +21,7 @@ from ae_jax import data
 from ae_jax import evaluators
 from ae_jax import families
 from ae_jax import pictures
+from ae_jax import workdir as workdir_lib
 from ae_jax.losses import corruption
 
 SPARSITY_METRICS = ("l0", "l0_threshold", "mean_activation", "mean_abs_activation", "dead_fraction")
@@ -120,8 +120,8 @@ def save_pictures(config, model: nn.Module, params: Any, ds: data.Dataset, workd
 
   Every family: reconstructions.png (test originals over reconstructions), denoising.png (rows:
   clean, 25% masked, its reconstruction, Gaussian 0.3 noise clipped for display, its reconstruction;
-  the model sees the unclipped input; `_display_corruptions`), latent_scatter.png (all test codes by label) and curves.png
-  (losses from `history`). VAE: samples.png (prior samples) and interpolations.png (a test image,
+  the model sees the unclipped input; `_display_corruptions`), latent_scatter.png (all test codes by
+  label) and curves.png (losses from `history`). VAE: samples.png (prior samples) and interpolations.png (a test image,
   decoded straight-line steps between two posterior means, the other image). Sparse: filters.png
   (`decoder_features`). Only process 0 writes.
   """
@@ -131,25 +131,25 @@ def save_pictures(config, model: nn.Module, params: Any, ds: data.Dataset, workd
   vae = families.get(config.family).variational
   apply = evaluators.Apply(model, params, variational=vae)
   rng = _display_rng(key)
-  path = functools.partial(os.path.join, workdir)
+  path = functools.partial(workdir_lib.picture, workdir)
   x = ds.test_images[:n]
-  paths = {"reconstructions": pictures.save_rows(path("reconstructions.png"),
+  paths = {"reconstructions": pictures.save_rows(path("reconstructions"),
                                                  [x, np.asarray(apply.reconstruct(x))])}
 
   masked, noisy = map(np.asarray, _display_corruptions(key, x))
-  paths["denoising"] = pictures.save_rows(path("denoising.png"), [
+  paths["denoising"] = pictures.save_rows(path("denoising"), [
       x, masked, np.asarray(apply.reconstruct(masked)), np.clip(noisy, 0.0, 1.0),
       np.asarray(apply.reconstruct(noisy))])
 
   codes = evaluators.codes(apply, ds.test_images)
   labels = ds.test_labels if ds.test_labels.min() >= 0 else None
   paths["latent_scatter"] = pictures.save_latent_scatter(
-      path("latent_scatter.png"), codes, labels, title=f"{config.family}: test codes")
+      path("latent_scatter"), codes, labels, title=f"{config.family}: test codes")
 
   if vae:
     z = rng.standard_normal((n, config.latent_dim)).astype(np.float32)
     samples = np.asarray(jax.nn.sigmoid(apply.decode_logits(z)))
-    paths["samples"] = pictures.save_rows(path("samples.png"), [samples])
+    paths["samples"] = pictures.save_rows(path("samples"), [samples])
     pairs = min(MAX_INTERPOLATION_ROWS, max(1, n // 2), len(ds.test_images) // 2)
     if pairs:
       ends = ds.test_images[:2 * pairs]
@@ -159,14 +159,14 @@ def save_pictures(config, model: nn.Module, params: Any, ds: data.Dataset, workd
         z_line = pictures.interpolate(means[2 * i], means[2 * i + 1], INTERPOLATION_STEPS).astype(np.float32)
         decoded = np.asarray(jax.nn.sigmoid(apply.decode_logits(z_line)))
         rows.append(np.concatenate([ends[2 * i:2 * i + 1], decoded, ends[2 * i + 1:2 * i + 2]]))
-      paths["interpolations"] = pictures.save_rows(path("interpolations.png"), rows)
+      paths["interpolations"] = pictures.save_rows(path("interpolations"), rows)
 
   if families.get(config.family).draws_filters:
     features = decoder_features(apply, config.latent_dim)
     paths["filters"] = pictures.save_filters(
-        path("filters.png"), features.reshape(config.latent_dim, -1), ds.example_shape)
+        path("filters"), features.reshape(config.latent_dim, -1), ds.example_shape)
 
-  paths["curves"] = pictures.save_curves(path("curves.png"), history, curve_keys(history),
+  paths["curves"] = pictures.save_curves(path("curves"), history, curve_keys(history),
                                          title=f"{config.family} on {ds.name}")
   return paths
 

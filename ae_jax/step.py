@@ -152,7 +152,7 @@ def iwae(count, *, lr, steps_per_epoch):
 
 def l2_norm(tree) -> jax.Array:
   """The global l2 norm of a pytree, as optax.tree.norm, written with dot products: XLA:CPU runs each
-  leaf's sum of squares far faster as a dot than as a reduction (experiments/profile_step.py: the three
+  leaf's sum of squares far faster as a dot than as a reduction (benchmarks/profile_step.py: the three
   norms logged every step took 0.35 ms of a 4.2 ms MLP step at batch 128 as reductions, 0.15 ms as dots)."""
   return jnp.sqrt(sum(jnp.vdot(x, x) for x in jax.tree.leaves(tree)))
 
@@ -221,7 +221,7 @@ def make_train_step(loss_fn, make_opt: MakeOptimizer, mesh: Mesh, *, dynamic_bin
     # Data parallel: mark the replicated params as per-device values, so their gradients stay local
     # (pmap style) and the pmean below is the one all-reduce. Without the cast, shard_map's autodiff
     # would sum the gradients of replicated inputs over devices by itself.
-    # The named scopes label the step's parts in profiles (experiments/profile_step.py); they cost nothing.
+    # The named scopes label the step's parts in profiles (benchmarks/profile_step.py); they cost nothing.
     with jax.named_scope("loss_and_grad"):
       params = state.params
       if data_parallel:

@@ -220,13 +220,13 @@ def _train(program: program_lib.Program, members: list[Member], states, checkpoi
 
 
 def conv_cpu_warning(config) -> str | None:
-  """One line on what a conv model costs on the CPU backend (README, Speed), else None."""
+  """One line on what a conv model costs on the CPU backend (docs/speed.md), else None."""
   if config.architecture != "conv" or jax.default_backend() != "cpu":
     return None
   return (f"architecture=conv on CPU is slow: conv (32, 64) on 28x28 MNIST takes about 100 ms per step "
           f"at batch 128 on 2 cores, 20x the 5 ms of the 784-400-20 MLP, and the time grows with the batch "
           f"and the conv widths (here {tuple(config.widths)}, batch {config.batch_size}); "
-          "a GPU runs the same command (README, Speed).")
+          "a GPU runs the same command (docs/speed.md).")
 
 
 def _summary(losses: list[float]) -> str:

@@ -32,6 +32,7 @@ METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 EVAL = "eval.json"
 STATUS = "status.json"
+PICTURES = ("reconstructions", "denoising", "latent_scatter", "samples", "interpolations", "filters", "curves")
 SWEEP = "sweep.json"
 SWEEP_TABLES = {"csv": "sweep.csv", "markdown": "sweep.md", "png": "sweep.png"}
 EVAL_PREFIX = "eval/"  # metrics.jsonl: the end-of-run evaluation's keys.
@@ -76,6 +77,13 @@ def checkpoint_dir(workdir: str) -> str:
 
 def checkpoint_path(workdir: str, step: int) -> str:
   return os.path.join(workdir, CHECKPOINTS, str(step))
+
+
+def picture(workdir: str, name: str) -> str:
+  """Where the picture `name` (one of PICTURES) goes."""
+  if name not in PICTURES:
+    raise ValueError(f"unknown picture {name!r}; the workdir's pictures are {', '.join(PICTURES)}")
+  return os.path.join(workdir, f"{name}.png")
 
 
 def sweep_tables(workdir: str) -> dict[str, str]:

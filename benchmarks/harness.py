@@ -21,9 +21,9 @@ from typing import Any, NamedTuple
 from absl import flags
 import jax
 from jax import lax
+import jax.numpy as jnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax

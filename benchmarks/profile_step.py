@@ -25,8 +25,8 @@ the ten most expensive kernels, and `matmul_gflops`: 6 x the forward multiply-ad
 the `matmul` kernels' time, the rate the step's matmuls ran at.
 """
 
-from collections.abc import Sequence
 import collections
+from collections.abc import Sequence
 import dataclasses
 import glob
 import gzip

@@ -37,9 +37,9 @@ from typing import Any
 from absl import app
 import jax
 from jax import lax
+import jax.numpy as jnp
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
-import jax.numpy as jnp
 import numpy as np
 import optax
 

@@ -4,7 +4,8 @@
   python experiments/sweep.py --config=experiments/configs/vae.py --sweep='beta=0.25,1,4,16' --seeds=3 \
       --workdir=runs/vae_beta --select=log_likelihood
   # Several keys: the product ('; ' separates keys); a sweep file for anything else:
-  python experiments/sweep.py --config=experiments/configs/denoising.py --sweep='noise_level=0.1,0.3;learning_rate=1e-3,3e-3'
+  python experiments/sweep.py --config=experiments/configs/denoising.py \
+      --sweep='noise_level=0.1,0.3;learning_rate=1e-3,3e-3'
   python experiments/sweep.py --config=experiments/configs/vae.py --sweep_file=experiments/sweeps/vae_beta.py
 
 Each member writes what `experiments/train.py` writes into <workdir>/<member>; the sweep writes

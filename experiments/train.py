@@ -15,8 +15,8 @@ from absl import logging
 from ml_collections import config_flags
 
 from ae_jax import cli
-from ae_jax import launch
 from ae_jax import config as config_lib
+from ae_jax import launch
 
 _CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 with cli.flag_errors():  # ml_collections applies --config.* overrides as soon as the flag is defined.

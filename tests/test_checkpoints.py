@@ -81,6 +81,7 @@ def test_probe_settings_are_resumable_and_a_cosine_schedule_fixes_the_length():
 def test_a_checkpoint_from_before_model_state_restores_with_the_fresh_model_state(tmp_path):
   import flax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   from ae_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from ae_jax import step as step_lib  # pylint: disable=g-import-not-at-top
 

@@ -151,7 +151,8 @@ def _invalid_flag_value(key: str, current) -> st.SearchStrategy:
   if isinstance(current, bool):
     return st.just("maybe")
   if isinstance(current, float):
-    return st.sampled_from(["nan", "inf", "-inf", "-1.5", "abc"] if key in ("learning_rate",) else ["nan", "inf", "abc"])
+    bad = ["nan", "inf", "-inf", "-1.5", "abc"] if key in ("learning_rate",) else ["nan", "inf", "abc"]
+    return st.sampled_from(bad)
   if isinstance(current, int):
     if key in POSITIVE_INT_KEYS:
       return st.sampled_from(["0", "-3", "1.5", "abc"])
@@ -200,8 +201,10 @@ def _assert_quiet_log(stderr: str) -> None:
 
 
 def test_verbosity_1_shows_the_libraries_info_lines():
-  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
   import logging  # pylint: disable=g-import-not-at-top
+
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+
   from ae_jax import cli  # pylint: disable=g-import-not-at-top
 
   def record(path, level=logging.INFO):

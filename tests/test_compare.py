@@ -4,9 +4,9 @@ import os
 import subprocess
 import sys
 
+import compare  # experiments/ is on sys.path (tests/conftest.py).
 from PIL import Image
 
-import compare  # experiments/ is on sys.path (tests/conftest.py).
 from ae_jax import families
 from ae_jax import workdir as workdir_lib
 

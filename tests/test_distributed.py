@@ -108,9 +108,9 @@ def _assert_same_run(workdir, reference):
 @pytest.fixture(scope="module")
 def references(tmp_path_factory):
   """The run and the sweep on 1 process x 4 devices: this one (tests/conftest.py), as CONFIG and SWEEP say."""
-  from configs import test as test_config  # pylint: disable=g-import-not-at-top
   from ae_jax import sweep  # pylint: disable=g-import-not-at-top
   from ae_jax import train  # pylint: disable=g-import-not-at-top
+  from configs import test as test_config  # pylint: disable=g-import-not-at-top
 
   assert jax.process_count() == 1 and jax.device_count() == 4
   base = tmp_path_factory.mktemp("one_process")

@@ -11,7 +11,6 @@ from ae_jax.losses import reconstruction
 from ae_jax.losses import sparsity
 from ae_jax.losses import variational
 
-
 # --- reconstruction ---------------------------------------------------------------------------
 
 def test_squared_error_known_values():
@@ -81,6 +80,7 @@ def test_kl_divergence_dead_unit_is_finite_and_bad_input_raises():
 
 def test_kl_divergence_uses_the_global_batch_mean_under_shard_map():
   from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+
   from ae_jax import step as step_lib  # pylint: disable=g-import-not-at-top
   code = jax.random.uniform(jax.random.key(0), (8, 3))
   mesh = step_lib.make_mesh(1, jax.devices()[:4])

@@ -8,13 +8,13 @@ import os
 import subprocess
 import sys
 
+from absl import flags
+from absl.testing import flagsaver
 import jax
+import jax.numpy as jnp
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-import jax.numpy as jnp
-from absl import flags
-from absl.testing import flagsaver
 import numpy as np
 import pytest
 

@@ -12,8 +12,8 @@ import pytest
 from ae_jax import config as config_lib
 from ae_jax import families
 from ae_jax import sweep
-from ae_jax import workdir as workdir_lib
 from ae_jax import train
+from ae_jax import workdir as workdir_lib
 from tests.conftest import family_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,7 +80,8 @@ def test_a_diverging_member_is_marked_and_the_others_finish(tmp_path):
 
 def test_single_run_divergence_names_the_step_and_the_last_good_checkpoint(tmp_path):
   config = _config("undercomplete", optimizer="adam", learning_rate=1e30, checkpoint_every=10)
-  with pytest.raises(train.TrainingError, match=r"non-finite at step \d+ \(non-finite: .*loss.*no checkpoint was saved"):
+  with pytest.raises(train.TrainingError,
+                     match=r"non-finite at step \d+ \(non-finite: .*loss.*no checkpoint was saved"):
     train.train_and_evaluate(config, str(tmp_path))
 
 

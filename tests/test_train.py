@@ -129,6 +129,7 @@ def test_a_piecewise_schedule_is_applied_per_step():
 def test_training_length_in_epochs_and_the_data_mean_output_bias(tmp_path):
   import json  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
+
   from ae_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from ae_jax import data  # pylint: disable=g-import-not-at-top
   from ae_jax import train  # pylint: disable=g-import-not-at-top
