@@ -11,6 +11,7 @@
     sweep workdir/
       sweep.json        the base config and the members; sweep.md, sweep.csv, sweep.png: the tables
       <member>/         each member's workdir as above
+      comparison.md, comparison.png   experiments/compare.py's table (a sweep over the families)
 
 `Result` is what a single run and a sweep member return: written by `write_status`/`write_eval` and
 read back by `read_finished`, so the two agree on its fields by construction. This module sits low in
@@ -35,6 +36,7 @@ STATUS = "status.json"
 PICTURES = ("reconstructions", "denoising", "latent_scatter", "samples", "interpolations", "filters", "curves")
 SWEEP = "sweep.json"
 SWEEP_TABLES = {"csv": "sweep.csv", "markdown": "sweep.md", "png": "sweep.png"}
+COMPARISON_TABLES = {"markdown": "comparison.md", "png": "comparison.png"}  # experiments/compare.py
 EVAL_PREFIX = "eval/"  # metrics.jsonl: the end-of-run evaluation's keys.
 TEST_PREFIX = "test_"  # metrics.jsonl: the test split's losses at evaluation steps.
 
@@ -89,6 +91,11 @@ def picture(workdir: str, name: str) -> str:
 def sweep_tables(workdir: str) -> dict[str, str]:
   """{"csv", "markdown", "png"}: where a sweep's tables go."""
   return {kind: os.path.join(workdir, name) for kind, name in SWEEP_TABLES.items()}
+
+
+def comparison_tables(workdir: str) -> dict[str, str]:
+  """{"markdown", "png"}: where experiments/compare.py puts its table."""
+  return {kind: os.path.join(workdir, name) for kind, name in COMPARISON_TABLES.items()}
 
 
 def comparable(values: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from absl import logging
 
 from ae_jax import cli
 from ae_jax import families
+from ae_jax import workdir as workdir_lib
 
 FAMILIES = families.NAMES
 COLUMNS = ("family", "recon MSE", "PCA MSE (k)", "probe acc", "PSNR gain mask 25%", "PSNR gain Gauss 0.3",
@@ -159,7 +160,7 @@ def compare(*, dataset: str = "digits", num_steps: int | None = None,
       logging.error("%s: %s", family, result.message)
   rows, text = table_rows(results, configs), caption(results, configs, dataset)
   md = markdown(rows, text)
-  paths = {"markdown": os.path.join(workdir, "comparison.md"), "png": os.path.join(workdir, "comparison.png")}
+  paths = workdir_lib.comparison_tables(workdir)
   with open(paths["markdown"], "w", encoding="utf-8") as f:
     f.write(md)
   save_png(paths["png"], rows, text)

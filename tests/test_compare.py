@@ -33,9 +33,8 @@ def test_compare_writes_one_row_per_family(tmp_path, monkeypatch):
       for key in ("l0", "l0_threshold", "dead_fraction"):
         del metrics[key]
     if config.family == "contractive":
-      return {"status": "diverged", "diverged_at": 3, "message": "loss became nan at step 3", "eval": {},
-              "train": {}, "test": {}}
-    return {"status": "done", "message": "", "eval": metrics, "train": {"loss": 1.0}, "test": {"loss": 1.0}}
+      return workdir_lib.Result(status="diverged", diverged_at=3, message="loss became nan at step 3")
+    return workdir_lib.Result(eval=metrics, train={"loss": 1.0}, test={"loss": 1.0})
 
   monkeypatch.setattr(train, "train_members", fake_train_members)
   out = compare.compare(dataset="digits", num_steps=20, workdir=str(tmp_path), overrides={"num_pictures": 0})

@@ -4,42 +4,34 @@ import jax
 import numpy as np
 import pytest
 
-from ae_jax import families
-from ae_jax import feeds
+from ae_jax import data
 from ae_jax import hparams
 from ae_jax import models
-from ae_jax import step as step_lib
+from ae_jax import program as program_lib
 from tests.conftest import family_config
 
 NUM_EXAMPLES = 64
 
 
-def _run(family, devices, *, chunks=(3, 3), feed=feeds.DeviceFeed, members=None, **overrides):
+def _run(family, devices, *, chunks=(3, 3), placement="device", members=None, **overrides):
   """Trains `sum(chunks)` steps of `family` on random images with `devices`; returns (state, metrics).
 
   `members` lists hyperparameter overrides, one member each (default: one member, the config's own).
+  The program is `program.build`'s, as training's.
   """
   config = family_config(family)
   config.update({"batch_size": 16, "learning_rate": 1e-2, **overrides})
-  model = families.model_from_config(config, (8, 8, 1))
-  make_opt = step_lib.make_optimizer(config)
-  hp_list = [hparams.from_config({**config.to_dict(), **m}) for m in (members or [{}])]
-  mesh = step_lib.make_mesh(len(hp_list), devices)
-  hp = jax.device_put(hparams.stack(hp_list), step_lib.member_sharding(mesh))
-  state = step_lib.make_init(lambda key: models.init(model, key, (8, 8, 1)), make_opt, mesh,
-                             model_state=families.init_state(config))(hp)
-  step = step_lib.make_train_step(families.build(config, model, axis_name=step_lib.DATA), make_opt, mesh,
-                                  dynamic_binarize=config.binarize == "dynamic",
-                                  vectorize=config.member_vectorize != "loop")
   images = np.asarray(jax.random.uniform(jax.random.key(1), (NUM_EXAMPLES, 8, 8, 1)))
   labels = np.zeros(NUM_EXAMPLES, np.int32)
-  feed = feed(step, images, labels, batch_size=16, mesh=mesh)
-  metrics, done = [], 0
+  ds = data.Dataset(images, labels, images, labels, "random")
+  hp_list = [hparams.from_config({**config.to_dict(), **m}) for m in (members or [{}])]
+  program = program_lib.build(config, ds, hp_list, devices=devices, placement=placement)
+  state, metrics, done = program.init_state(), [], 0
   for i, length in enumerate(chunks):
-    state, m = feed.run(state, hp, done, length, chunks[i + 1] if i + 1 < len(chunks) else 0)
+    state, m = program.feed.run(state, program.hp, done, length, chunks[i + 1] if i + 1 < len(chunks) else 0)
     metrics.append(m)
     done += length
-  feed.close()
+  program.feed.close()
   return state, jax.tree.map(lambda *m: np.concatenate(m), *metrics)
 
 
@@ -85,7 +77,7 @@ def test_metrics_include_norms_and_the_loss_decreases():
 def test_streaming_from_the_host_trains_on_the_same_batches_as_the_device_feed():
   # 64 examples / batch 16 = 4 steps per epoch: chunks of 3, 3 and 2 cross two epoch boundaries.
   device, _ = _run("denoising", jax.devices()[:4], chunks=(3, 3, 2))
-  host, _ = _run("denoising", jax.devices()[:4], chunks=(3, 3, 2), feed=feeds.HostFeed)
+  host, _ = _run("denoising", jax.devices()[:4], chunks=(3, 3, 2), placement="stream")
   for x, y in zip(jax.tree.leaves(device.params), jax.tree.leaves(host.params)):
     np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
 
@@ -131,7 +123,6 @@ def test_training_length_in_epochs_and_the_data_mean_output_bias(tmp_path):
   import os  # pylint: disable=g-import-not-at-top
 
   from ae_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  from ae_jax import data  # pylint: disable=g-import-not-at-top
   from ae_jax import train  # pylint: disable=g-import-not-at-top
   from ae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
@@ -168,23 +159,16 @@ def test_auxk_brings_back_units_dead_for_the_window():
   # TopK 2 of 16 on the digits at a high learning rate: most units stop firing within ~20 steps. Two
   # members of one program, AuxK off and on: with AuxK the units silent for dead_after=320 examples
   # (10 batches) are asked to model the residual, and several come back; without it fewer do.
-  from ae_jax import data  # pylint: disable=g-import-not-at-top
 
   ds = data.load("digits")
   config = family_config("sparse")
   config.update({"sparsity": "topk", "code_activation": "linear", "latent_dim": 16, "topk": 2, "auxk": 8,
                  "dead_after": 320, "batch_size": 32, "learning_rate": 1e-2})
-  model = families.model_from_config(config, ds.example_shape)
-  make_opt = step_lib.make_optimizer(config)
-  mesh = step_lib.make_mesh(2, jax.devices()[:1])
-  hp = jax.device_put(hparams.stack([hparams.from_config({**config.to_dict(), "auxk_weight": w}) for w in (0.0, 1.0)]),
-                      step_lib.member_sharding(mesh))
-  state = step_lib.make_init(lambda key: models.init(model, key, ds.example_shape), make_opt, mesh,
-                             model_state=families.init_state(config))(hp)
-  step = step_lib.make_train_step(families.build(config, model, axis_name=step_lib.DATA), make_opt, mesh)
-  feed = feeds.DeviceFeed(step, ds.train_images, ds.train_labels, batch_size=32, mesh=mesh)
-  state, metrics = feed.run(state, hp, 0, 400)
-  feed.close()
+  hp_list = [hparams.from_config({**config.to_dict(), "auxk_weight": w}) for w in (0.0, 1.0)]
+  program = program_lib.build(config, ds, hp_list, devices=jax.devices()[:1], placement="device")
+  model = program.model
+  state, metrics = program.feed.run(program.init_state(), program.hp, 0, 400)
+  program.feed.close()
   window = np.asarray(metrics["dead_fraction_window"]) * 16  # (steps, members): dead units.
   assert np.all(window[:9] == 0) and window[9:].max() >= 10  # Nobody is dead before 320 examples; then most.
   since = np.asarray(state.model_state["examples_since_fired"])
