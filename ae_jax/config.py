@@ -44,6 +44,9 @@ def validate(config) -> None:
     _positive(config, key)
   _positive(config, "learning_rate", float)
   eval_groups(config)
+  if not 0 <= config.validation_fraction < 1:
+    raise ConfigError(f"--config.validation_fraction={config.validation_fraction} must be in [0, 1) "
+                      "(0 = no validation split; 0.1 carves 10% of the training examples)")
   for key in ("num_epochs", "probe_examples", "iwae_samples"):
     if config[key] < 0:
       raise ConfigError(f"--config.{key}={config[key]} must be >= 0 (0 = {_ZERO_MEANS[key]})")
@@ -163,7 +166,7 @@ def check_finite(config) -> None:
   import math  # pylint: disable=g-import-not-at-top
   import numbers  # pylint: disable=g-import-not-at-top
 
-  float_keys = hparams.FLOAT_KEYS
+  float_keys = hparams.FLOAT_KEYS + ("validation_fraction",)
   int_keys = ("batch_size", "num_steps", "latent_dim", "log_every", "eval_every", "checkpoint_every",
               "iwae_samples", "num_pictures", "topk", "auxk", "dead_after", "seed", "num_epochs", "vae_samples",
               "probe_examples", "probe_max_iter")

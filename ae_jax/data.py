@@ -26,10 +26,21 @@ class Dataset:
   test_images: np.ndarray
   test_labels: np.ndarray
   name: str
+  # A validation split carved from the training examples (`carve_validation`); None: there is none.
+  validation_images: np.ndarray | None = None
+  validation_labels: np.ndarray | None = None
 
   @property
   def example_shape(self) -> tuple[int, ...]:
     return tuple(self.train_images.shape[1:])
+
+  @property
+  def has_validation(self) -> bool:
+    return self.validation_images is not None
+
+  def validation_as_test(self) -> "Dataset":
+    """The same training split with the validation split in the test split's place (to evaluate on it)."""
+    return dataclasses.replace(self, test_images=self.validation_images, test_labels=self.validation_labels)
 
 
 BINARIZE = ("none", "static", "dynamic")
@@ -56,6 +67,33 @@ def load(name: str, *, data_dir: str = "", binarize: str = "none") -> Dataset:
   elif binarize == "dynamic":
     ds = dataclasses.replace(ds, test_images=bernoulli_sample(ds.test_images, seed=0))
   return ds
+
+
+VALIDATION_SEED = 0  # The carved subset is the same for every run and member of a dataset.
+VALIDATION_BINARIZE_SEED = 2  # binarize=dynamic: validation images are binarized once, as test images are.
+
+
+def carve_validation(ds: Dataset, fraction: float, *, binarize: str = "none") -> Dataset:
+  """`ds` with `fraction` of its training examples moved to a validation split (0: `ds` as it is).
+
+  The subset is a fixed seeded draw, the same for every member of a sweep, so selecting on it compares
+  like with like; what training sees is the rest. Under binarize=dynamic the validation images are
+  binarized once (seeded), as `load` does for the test split. Raises DataError if either part is empty.
+  """
+  if not fraction:
+    return ds
+  n = len(ds.train_images)
+  size = int(round(fraction * n))
+  if not 0 < size < n:
+    raise DataError(f"--config.validation_fraction={fraction} of {n} training examples of {ds.name} leaves "
+                    f"{size} for validation and {n - size} for training; choose a fraction that leaves both")
+  order = np.random.default_rng(VALIDATION_SEED).permutation(n)
+  held, kept = np.sort(order[:size]), np.sort(order[size:])
+  images = ds.train_images[held]
+  if binarize == "dynamic":
+    images = bernoulli_sample(images, seed=VALIDATION_BINARIZE_SEED)
+  return dataclasses.replace(ds, train_images=ds.train_images[kept], train_labels=ds.train_labels[kept],
+                             validation_images=images, validation_labels=ds.train_labels[held])
 
 
 def bernoulli_sample(images: np.ndarray, *, seed: int) -> np.ndarray:

@@ -26,14 +26,22 @@ def finish(config, workdir: str, model, ds: data.Dataset, hp, result: workdir_li
   if result.done and multihost.is_main():
     report_key = jax.random.fold_in(step_lib.run_keys(hp["seed"])[2], 1)  # eval_key drew the test losses' noise.
     result.eval = report.evaluate_model(config, model, result.params, ds, report_key, shared=shared)
+    scalars = {workdir_lib.EVAL_PREFIX + k: v for k, v in result.eval.items()}
+    if ds.has_validation:  # The same metrics on the validation split: what a sweep selects on.
+      result.eval_validation = report.evaluate_model(config, model, result.params, ds.validation_as_test(),
+                                                     jax.random.fold_in(report_key, 2),
+                                                     shared=shared.setdefault("validation split", {}))
+      scalars.update({workdir_lib.EVAL_VALIDATION_PREFIX + k: v for k, v in result.eval_validation.items()})
+      result.paths["eval_validation"] = workdir_lib.write_eval(
+          workdir, result.step, result.eval_validation, name=workdir_lib.EVAL_VALIDATION)
     logged = workdir_lib.read_metrics(workdir)
     if not workdir_lib.has_eval_row(logged, result.step):
       # Once per step: rerunning a finished run recomputes the same numbers, and does not log them twice.
       writer = writers.create(workdir)
-      writer.write_scalars(result.step, {workdir_lib.EVAL_PREFIX + k: v for k, v in result.eval.items()})
+      writer.write_scalars(result.step, scalars)
       writer.close()
     curves = logged or result.history  # The file includes resumed steps; eval/* rows hold no curve keys.
-    result.paths = report.save_pictures(config, model, result.params, ds, workdir, report_key, curves)
+    result.paths.update(report.save_pictures(config, model, result.params, ds, workdir, report_key, curves))
     result.paths["eval"] = workdir_lib.write_eval(workdir, result.step, result.eval)
   if multihost.is_main():
     workdir_lib.write_status(workdir, result, num_epochs=config.num_epochs)

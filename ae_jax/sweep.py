@@ -32,6 +32,7 @@ from ae_jax import sweep_table
 from ae_jax import workdir as workdir_lib
 
 BASE_METRICS = ("train_loss", "test_loss")
+VAL_LOSS = "val_loss"  # A row's validation-split loss (config.validation_fraction > 0).
 
 
 def member_configs(base_config, members: list[dict[str, Any]]) -> list[Any]:
@@ -135,6 +136,12 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
 
   rows = [_row(name, c, swept, r) for name, c, r in zip(names, configs, results)]
   metrics = metric_columns(configs)
+  if any(VAL_LOSS in row for row in rows):  # Validation columns: what --select ranks on.
+    metrics.insert(metrics.index("test_loss"), VAL_LOSS)
+    if select:
+      key = sweep_table.selection_key(rows, select)[0]
+      if key not in metrics:
+        metrics.insert(metrics.index(VAL_LOSS) + 1, key)
   title = f"{base_config.family if len({c.family for c in configs}) == 1 else 'families'} on {base_config.dataset}"
   if multihost.is_main():  # The others' results lack the evaluation (process 0 runs it): they write nothing.
     paths = sweep_table.write(workdir, rows, swept_keys=swept, metrics=metrics, select=select, title=title)
@@ -142,7 +149,7 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
     paths = workdir_lib.sweep_tables(workdir)
   multihost.barrier("sweep: tables written")
   try:
-    best = sweep_table.best(rows, select, swept_keys=swept) if select else None
+    best = sweep_table.best(rows, sweep_table.selection_key(rows, select)[0], swept_keys=swept) if select else None
   except ValueError:  # No member has that metric; the table's "Best by" line lists the ones there are.
     best = None
   text = sweep_table.format_text(rows, swept_keys=swept, metrics=metrics, select=select)
@@ -158,4 +165,7 @@ def _row(name: str, config, swept: list[str], result: workdir_lib.Result) -> dic
   row = {"member": name, **{k: config[k] for k in swept}, "status": status,
          "train_loss": result.train.get("loss", math.nan), "test_loss": result.test.get("loss", math.nan)}
   row.update(result.eval)
+  if result.validation or result.eval_validation:
+    row[VAL_LOSS] = result.validation.get("loss", math.nan)
+    row.update({sweep_table.VALIDATION + k: v for k, v in result.eval_validation.items()})
   return row

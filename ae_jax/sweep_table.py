@@ -102,6 +102,24 @@ def best(rows: list[dict[str, Any]], metric: str, *, swept_keys: Sequence[str] =
   return rows[index]
 
 
+VALIDATION = "val/"  # A row's end-of-run metric on the validation split: "val/<metric>".
+
+
+def selection_key(rows: list[dict[str, Any]], select: str) -> tuple[str, str]:
+  """(the row key `select` ranks on, "validation" or "test").
+
+  Selection looks at the validation split when the members have one ("val/<metric>", or "val_loss" for
+  test_loss), so the test split is only reported; without one it falls back to the test split, and
+  the table says so. The "max:"/"min:" prefix is kept.
+  """
+  name, sense = direction(select)
+  prefix = select[:len(select) - len(name)]
+  validation = "val_loss" if name == "test_loss" else VALIDATION + name
+  if any(validation in row for row in rows):
+    return prefix + validation, "validation"
+  return select, "test"
+
+
 def metric_names(rows: list[dict[str, Any]], *, swept_keys: Sequence[str] = ()) -> list[str]:
   """Keys with a numeric value in some row, other than the member, its status and the swept keys."""
   skip = {"member", "status", SEED_KEY, *swept_keys}
@@ -143,13 +161,18 @@ def _table(header: Sequence[str], body: list[list[str]]) -> list[str]:
 
 def _best_line(rows: list[dict[str, Any]], select: str, swept_keys: Sequence[str]) -> str:
   name, _ = direction(select)
+  key, split = selection_key(rows, select)
+  ranked = direction(key)[0]
+  where = (f"{name} on the validation split" if split == "validation" else
+           f"{name} on the test split (no validation split: set --config.validation_fraction to select on one)")
   try:
-    row = best(rows, select, swept_keys=swept_keys)
+    row = best(rows, key, swept_keys=swept_keys)
   except sweep_spec.SweepError as e:
-    return f"Best by {name}: {NA} ({e})"
+    return f"Best by {where}: {NA} ({e})"
   if row is None:
-    return f"Best by {name}: {NA} (no finished member has a finite value)"
-  return f"Best by {name}: {row.get('member', NA)} ({_cell(row[name])})"
+    return f"Best by {where}: {NA} (no finished member has a finite value)"
+  reported = f"; test {_cell(row.get(name))}" if split == "validation" else ""
+  return f"Best by {where}: {row.get('member', NA)} ({_cell(row[ranked])}{reported})"
 
 
 def format_text(rows: list[dict[str, Any]], *, swept_keys: Sequence[str], metrics: Sequence[str],

@@ -101,8 +101,10 @@ def train_members(members: list[Member], ds: data.Dataset, *, devices=None) -> l
   """Trains `members` (validated configs of one structure) on `ds` as one program; finishes each.
 
   Members resume from their own newest checkpoints; members found at different steps train as
-  separate programs.
+  separate programs. With `validation_fraction` > 0 the members train on what is left of the training
+  split after `data.carve_validation`, and are evaluated on both the validation and the test split.
   """
+  ds = data.carve_validation(ds, members[0].config.validation_fraction, binarize=members[0].config.binarize)
   # Epochs become steps here, once the data set's size is known (num_steps of every member's config).
   members = [Member(config_lib.resolved(m.config, len(ds.train_images)), m.workdir) for m in members]
   if len({hparams.structure_key(m.config) for m in members}) > 1:
@@ -159,6 +161,17 @@ def _train(program: program_lib.Program, members: list[Member], states, checkpoi
   state = multihost.put(_stack(states), program.sharding)
   evaluate = make_evaluate(program.loss)
   eval_keys = jax.jit(jax.vmap(lambda s: step_lib.run_keys(s)[2]), out_shardings=program.sharding)(hp["seed"])
+  # The validation split's draws (noise, samples) are independent of the test split's.
+  val_keys = jax.jit(jax.vmap(lambda s: jax.random.fold_in(step_lib.run_keys(s)[2], 2)),
+                     out_shardings=program.sharding)(hp["seed"])
+
+  def evaluate_splits(state) -> tuple[list[dict[str, float]], list[dict[str, float]] | None]:
+    tests = evaluate(state.params, state.model_state, hp, ds.test_images, ds.test_labels, eval_keys)
+    if not ds.has_validation:
+      return tests, None
+    return tests, evaluate(state.params, state.model_state, hp, ds.validation_images, ds.validation_labels,
+                           val_keys)
+
   step = int(states[0].step)
   if multihost.is_main():
     for m in members:
@@ -183,8 +196,7 @@ def _train(program: program_lib.Program, members: list[Member], states, checkpoi
       metrics, diverged_at = multihost.fetch((metrics, state.diverged_at))
       step += length
       evaluate_now = step % config.eval_every == 0 or step == config.num_steps
-      tests = (evaluate(state.params, state.model_state, hp, ds.test_images, ds.test_labels, eval_keys)
-               if evaluate_now else None)
+      tests, vals = evaluate_splits(state) if evaluate_now else (None, None)
       save = step % config.checkpoint_every == 0 or step == config.num_steps
       for i, (m, out, writer) in enumerate(zip(members, outs, member_writers)):
         if not out.done:
@@ -197,6 +209,9 @@ def _train(program: program_lib.Program, members: list[Member], states, checkpoi
         if tests is not None:
           out.test = tests[i]
           row.update({workdir_lib.TEST_PREFIX + k: v for k, v in tests[i].items()})
+        if vals is not None:
+          out.validation = vals[i]
+          row.update({workdir_lib.VALIDATION_PREFIX + k: v for k, v in vals[i].items()})
         writer.write_scalars(step, row)
         out.history.append({"step": step, **row})
         if save:
@@ -210,9 +225,10 @@ def _train(program: program_lib.Program, members: list[Member], states, checkpoi
       w.close()
     program.feed.close()
   if not any(o.test for o in outs):  # Resumed finished members: evaluate what was restored.
-    tests = evaluate(state.params, state.model_state, hp, ds.test_images, ds.test_labels, eval_keys)
-    for out, test in zip(outs, tests):
-      out.test = test
+    tests, vals = evaluate_splits(state)
+    for i, out in enumerate(outs):
+      out.test = tests[i]
+      out.validation = vals[i] if vals is not None else {}
   params = multihost.fetch(state.params)
   for i, out in enumerate(outs):
     out.params, out.step = _member(params, i), step

@@ -6,6 +6,7 @@
       metrics.jsonl     one JSON row per logged step: train losses, test_* losses, eval/* at the end
       checkpoints/      orbax checkpoints of the train state, by step
       eval.json         the end-of-run evaluation on the test split
+      eval_validation.json   the same on the validation split (config.validation_fraction > 0)
       status.json       done | diverged (where, why) and the step reached
       *.png, events.*   pictures and TensorBoard files
     sweep workdir/
@@ -32,13 +33,16 @@ HPARAMS = "hparams.json"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 EVAL = "eval.json"
+EVAL_VALIDATION = "eval_validation.json"
 STATUS = "status.json"
 PICTURES = ("reconstructions", "denoising", "latent_scatter", "samples", "interpolations", "filters", "curves")
 SWEEP = "sweep.json"
 SWEEP_TABLES = {"csv": "sweep.csv", "markdown": "sweep.md", "png": "sweep.png"}
 COMPARISON_TABLES = {"markdown": "comparison.md", "png": "comparison.png"}  # experiments/compare.py
 EVAL_PREFIX = "eval/"  # metrics.jsonl: the end-of-run evaluation's keys.
+EVAL_VALIDATION_PREFIX = "eval_val/"  # metrics.jsonl: the end-of-run evaluation on the validation split.
 TEST_PREFIX = "test_"  # metrics.jsonl: the test split's losses at evaluation steps.
+VALIDATION_PREFIX = "val_"  # metrics.jsonl: the validation split's losses at evaluation steps.
 
 # Keys that may change between the runs that share a workdir: they do not change the trajectory.
 # num_steps and num_epochs are not, under lr_schedule=warmup_cosine: its cosine ends at the last step.
@@ -59,7 +63,9 @@ class Result:
   diverged_at: int | None = None
   train: dict[str, float] = dataclasses.field(default_factory=dict)  # Last logged training metrics.
   test: dict[str, float] = dataclasses.field(default_factory=dict)  # Last test-split losses.
-  eval: dict[str, float] = dataclasses.field(default_factory=dict)  # The end-of-run evaluation.
+  eval: dict[str, float] = dataclasses.field(default_factory=dict)  # The end-of-run evaluation (test split).
+  validation: dict[str, float] = dataclasses.field(default_factory=dict)  # Last validation-split losses.
+  eval_validation: dict[str, float] = dataclasses.field(default_factory=dict)  # The evaluation on validation.
   history: list[dict[str, float]] = dataclasses.field(default_factory=list)  # Rows logged by this call.
   paths: dict[str, str] = dataclasses.field(default_factory=dict)  # Pictures and eval.json.
   params: Any = None  # The trained parameters (None when read back from files).
@@ -165,9 +171,9 @@ def has_eval_row(rows: list[dict[str, Any]], step: int) -> bool:
   return any(row["step"] == step and any(k.startswith(EVAL_PREFIX) for k in row) for row in rows)
 
 
-def write_eval(workdir: str, step: int, metrics: dict[str, float]) -> str:
-  """eval.json; returns its path."""
-  file = path(workdir, EVAL)
+def write_eval(workdir: str, step: int, metrics: dict[str, float], *, name: str = EVAL) -> str:
+  """eval.json (or `name`: EVAL_VALIDATION); returns its path."""
+  file = path(workdir, name)
   with open(file, "w", encoding="utf-8") as f:
     json.dump({"step": step, **metrics}, f, indent=2, allow_nan=True)
   return file
@@ -191,14 +197,17 @@ def read_finished(workdir: str, config) -> Result | None:
     return None  # num_steps (or num_epochs: the data set and batch size are the same) was raised: train on.
   result = Result(status=status["status"], message=status.get("message", ""), step=status["step"],
                   diverged_at=status.get("diverged_at"))
-  evaluated = _read_json(path(workdir, EVAL)) if status["status"] == DONE else None
-  if evaluated is not None:
-    result.eval = {k: v for k, v in evaluated.items() if k != "step"}
+  for name, field in ((EVAL, "eval"), (EVAL_VALIDATION, "eval_validation")):
+    evaluated = _read_json(path(workdir, name)) if status["status"] == DONE else None
+    if evaluated is not None:
+      setattr(result, field, {k: v for k, v in evaluated.items() if k != "step"})
   for row in read_metrics(workdir):
     if "loss" in row:
-      result.train = {k: v for k, v in row.items() if k != "step" and not k.startswith(TEST_PREFIX)}
-    if TEST_PREFIX + "loss" in row:
-      result.test = {k[len(TEST_PREFIX):]: v for k, v in row.items() if k.startswith(TEST_PREFIX)}
+      result.train = {k: v for k, v in row.items()
+                      if k != "step" and not k.startswith((TEST_PREFIX, VALIDATION_PREFIX))}
+    for prefix, field in ((TEST_PREFIX, "test"), (VALIDATION_PREFIX, "validation")):
+      if prefix + "loss" in row:
+        setattr(result, field, {k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)})
   return result
 
 

@@ -161,7 +161,7 @@ def test_sweep_cli_trains_and_prints_the_table(tmp_path):
   out = _cli("--config=experiments/configs/test.py", "--config.num_steps=10", "--config.num_pictures=0",
              "--sweep=latent_dim=2,3", "--seeds=2", f"--workdir={tmp_path}", "--select=test_loss")
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "Best by test_loss:" in out.stdout and "mean ± std over seeds" in out.stdout
+  assert "Best by test_loss on the test split" in out.stdout and "mean ± std over seeds" in out.stdout
   with open(tmp_path / "sweep.csv", encoding="utf-8") as f:
     header, *rows = f.read().splitlines()
   assert header.startswith("latent_dim,seed,status,train_loss,test_loss") and len(rows) == 4

@@ -17,6 +17,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.data_dir = ""  # tensorflow-datasets data_dir; "" uses tfds' default.
   c.binarize = "none"  # none | static (x > 0.5) | dynamic (Bernoulli resampled every step)
   c.data_placement = "auto"  # auto | device (gathered on device) | stream (from host, prefetched)
+  # A validation split carved from the training examples (a fixed seeded subset, the same for every member):
+  # logged and evaluated like the test split; a sweep's --select ranks on it. 0 = none.
+  c.validation_fraction = 0.0
 
   # Model.
   c.architecture = "mlp"  # mlp | conv
