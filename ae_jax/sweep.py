@@ -27,6 +27,7 @@ from ae_jax import errors
 from ae_jax import families
 from ae_jax import hparams
 from ae_jax import multihost
+from ae_jax import search as search_lib
 from ae_jax import sweep_spec
 from ae_jax import sweep_table
 from ae_jax import workdir as workdir_lib
@@ -67,7 +68,8 @@ def metric_columns(configs) -> list[str]:
   return columns
 
 
-def _prepare(workdir: str, base_config, members: list[dict[str, Any]], names: list[str], overwrite: bool) -> None:
+def _prepare(workdir: str, base_config, members: list[dict[str, Any]], names: list[str], overwrite: bool,
+             drawn: dict[str, Any] | None = None) -> None:
   """Refuses a workdir holding a sweep of another base config unless `overwrite`; records this one.
 
   Every process checks; process 0 alone deletes and writes, and the others wait until it has.
@@ -84,29 +86,48 @@ def _prepare(workdir: str, base_config, members: list[dict[str, Any]], names: li
     if stored is not None and overwrite:
       for name in stored.get("member_names", []):
         shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
-    workdir_lib.write_sweep(workdir, base, members, names)
+      workdir_lib.remove_search(workdir)
+    workdir_lib.write_sweep(workdir, base, members, names, drawn=drawn)
   multihost.barrier("sweep: workdir prepared")
 
 
 def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str | None = None,
-        overwrite: bool = False, devices=None, names: list[str] | None = None) -> dict[str, Any]:
+        overwrite: bool = False, devices=None, names: list[str] | None = None,
+        drawn: dict[str, Any] | None = None, search: str = "grid", eta: int = sweep_spec.DEFAULT_ETA,
+        rungs: int | None = None) -> dict[str, Any]:
   """Trains (or resumes, or re-reports) every member; returns {"rows", "results" (a `workdir.Result`
   per member), "paths", "best", "text", "names"}.
 
-  `names` (default: from the swept values) name the members' folders.
+  `names` (default: from the swept values) name the members' folders. `drawn` (what drawn members were
+  drawn from: `sweep_spec.search_record`) is recorded in sweep.json. `search="halving"` trains the
+  members by successive halving (`ae_jax.search`: `eta`, `rungs`; ranked on a validation loss term,
+  `select` or the loss), carving a 10% validation split if the config has none.
 
   Raises SweepError or ConfigError (one line) for bad input and DataError for bad data. A member
   whose loss stops being finite is marked diverged; a program that fails marks its members failed.
   """
   from ae_jax import train  # pylint: disable=g-import-not-at-top  # Loads JAX and TensorFlow.
 
+  if search not in sweep_spec.SEARCHES:
+    raise sweep_spec.SweepError(f"--search={search!r} is not one of: {', '.join(sweep_spec.SEARCHES)}")
+  if search == "halving" and not base_config.validation_fraction:
+    base_config = copy.deepcopy(base_config)
+    base_config.validation_fraction = search_lib.VALIDATION_FRACTION
+    logging.warning("Halving ranks members on a validation split and the config has none: carving %d%% of the "
+                    "training examples (--config.validation_fraction=%g).", 100 * search_lib.VALIDATION_FRACTION,
+                    search_lib.VALIDATION_FRACTION)
   members = sweep_spec.validate(members, base_config)
   swept = sweep_spec.swept_keys(members)
   configs = member_configs(base_config, members)
   names = names or [sweep_spec.member_name(m, swept) for m in members]
   if select:
     sweep_table.direction(select)  # A malformed --select fails before anything trains.
-  _prepare(workdir, base_config, members, names, overwrite)
+  if search == "halving":
+    search_lib.rung_metric(select)
+    if len({hparams.structure_key(c) for c in configs}) > 1:
+      raise sweep_spec.SweepError("--search=halving ranks members of one structure against each other; sweep "
+                                  "structure keys (family, widths, batch_size, ...) in separate sweeps")
+  _prepare(workdir, base_config, members, names, overwrite, drawn)
   results: list[workdir_lib.Result | None] = [workdir_lib.read_finished(os.path.join(workdir, n), c)
                                               for n, c in zip(names, configs)]
   pending = [i for i, r in enumerate(results) if r is None]
@@ -115,6 +136,14 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
   groups: dict[str, list[int]] = {}
   for i in pending:
     groups.setdefault(hparams.structure_key(configs[i]), []).append(i)
+  if search == "halving":
+    config = configs[0]
+    ds = data.load(config.dataset, data_dir=config.data_dir, binarize=config.binarize)
+    results = search_lib.halving(
+        [train.Member(c, os.path.join(workdir, n)) for c, n in zip(configs, names)], members, names, ds,
+        finished={i: r for i, r in enumerate(results) if r is not None}, workdir=workdir, eta=eta, rungs=rungs,
+        select=select, devices=devices)
+    groups = {}
   datasets: dict[tuple[str, str, str], data.Dataset] = {}
   for group in groups.values():
     config = configs[group[0]]
@@ -162,6 +191,8 @@ def _row(name: str, config, swept: list[str], result: workdir_lib.Result) -> dic
     status = f"diverged at step {result.diverged_at}"
   elif status == workdir_lib.FAILED:
     status = f"failed: {result.message}"
+  elif status == workdir_lib.STOPPED:
+    status = f"stopped at rung {result.rung} (step {result.step})"
   row = {"member": name, **{k: config[k] for k in swept}, "status": status,
          "train_loss": result.train.get("loss", math.nan), "test_loss": result.test.get("loss", math.nan)}
   row.update(result.eval)

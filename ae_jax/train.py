@@ -97,12 +97,16 @@ def train_and_evaluate(config, workdir: str) -> Result:
   return result
 
 
-def train_members(members: list[Member], ds: data.Dataset, *, devices=None) -> list[Result]:
+def train_members(members: list[Member], ds: data.Dataset, *, devices=None, stop_at: int | None = None
+                  ) -> list[Result]:
   """Trains `members` (validated configs of one structure) on `ds` as one program; finishes each.
 
   Members resume from their own newest checkpoints; members found at different steps train as
-  separate programs. With `validation_fraction` > 0 the members train on what is left of the training
-  split after `data.carve_validation`, and are evaluated on both the validation and the test split.
+  separate programs. `stop_at` < num_steps trains only that far (a rung of a search: the state is
+  checkpointed and both splits evaluated there, the member is not finished); the schedule still counts
+  to num_steps, so going on later is exactly what an uninterrupted run does. With `validation_fraction`
+  > 0 the members train on what is left of the training split after `data.carve_validation`, and are
+  evaluated on both the validation and the test split.
   """
   ds = data.carve_validation(ds, members[0].config.validation_fraction, binarize=members[0].config.binarize)
   # Epochs become steps here, once the data set's size is known (num_steps of every member's config).
@@ -130,12 +134,16 @@ def train_members(members: list[Member], ds: data.Dataset, *, devices=None) -> l
     for idx in by_step.values():
       program = whole if len(idx) == len(members) else program_lib.build(
           members[0].config, ds, [hp_list[i] for i in idx], devices=devices, check=False)
-      outs = _train(program, [members[i] for i in idx], [states[i] for i in idx], [checkpointers[i] for i in idx])
+      outs = _train(program, [members[i] for i in idx], [states[i] for i in idx], [checkpointers[i] for i in idx],
+                    stop_at=stop_at)
       for i, out in zip(idx, outs):
         results[i] = out
   finally:
     for c in checkpointers:
       c.close()
+  if stop_at is not None and stop_at < members[0].config.num_steps:
+    multihost.barrier("train_members: stopped at a rung")
+    return results
   shared: dict[Any, Any] = {}  # Evaluation results that do not depend on the member (PCA, pixel probe).
   for m, hp, result in zip(members, hp_list, results):
     finish.finish(m.config, m.workdir, whole.model, ds, hp, result, shared)
@@ -155,8 +163,9 @@ def _prepare_workdirs(members: list[Member]) -> None:
   multihost.barrier("train_members: workdirs prepared")
 
 
-def _train(program: program_lib.Program, members: list[Member], states, checkpointers) -> list[Result]:
-  """Trains the members of `program`, which start at the same step, to `num_steps`."""
+def _train(program: program_lib.Program, members: list[Member], states, checkpointers, *,
+           stop_at: int | None = None) -> list[Result]:
+  """Trains the members of `program`, which start at the same step, to `num_steps` (or `stop_at`)."""
   config, ds, mesh, hp = program.config, program.dataset, program.mesh, program.hp
   state = multihost.put(_stack(states), program.sharding)
   evaluate = make_evaluate(program.loss)
@@ -188,16 +197,17 @@ def _train(program: program_lib.Program, members: list[Member], states, checkpoi
                len(members), config.family, ds.name, len(ds.train_images), len(ds.test_images),
                ds.example_shape, mesh.devices.size, jax.default_backend(), dict(mesh.shape))
   first_step, start = step, time.perf_counter()
+  target = config.num_steps if stop_at is None else min(stop_at, config.num_steps)
   try:
-    while step < config.num_steps and any(o.done for o in outs):
-      length = min(config.log_every - step % config.log_every, config.num_steps - step)
-      next_length = min(config.log_every, config.num_steps - step - length)
+    while step < target and any(o.done for o in outs):
+      length = min(config.log_every - step % config.log_every, target - step)
+      next_length = min(config.log_every, target - step - length)
       state, metrics = program.feed.run(state, hp, step, length, next_length)
       metrics, diverged_at = multihost.fetch((metrics, state.diverged_at))
       step += length
-      evaluate_now = step % config.eval_every == 0 or step == config.num_steps
+      evaluate_now = step % config.eval_every == 0 or step == target
       tests, vals = evaluate_splits(state) if evaluate_now else (None, None)
-      save = step % config.checkpoint_every == 0 or step == config.num_steps
+      save = step % config.checkpoint_every == 0 or step == target
       for i, (m, out, writer) in enumerate(zip(members, outs, member_writers)):
         if not out.done:
           continue
@@ -218,8 +228,8 @@ def _train(program: program_lib.Program, members: list[Member], states, checkpoi
           checkpointers[i].save(step, multihost.member(state, i, mesh))  # Every process takes part.
       rate = (step - first_step) / (time.perf_counter() - start)
       losses = [o.train["loss"] for o in outs if o.done]
-      logging.info("step %d/%d  loss %s  %.1f steps/s  ETA %.0fs", step, config.num_steps,
-                   _summary(losses), rate, (config.num_steps - step) / rate)
+      logging.info("step %d/%d  loss %s  %.1f steps/s  ETA %.0fs", step, target,
+                   _summary(losses), rate, (target - step) / rate)
   finally:
     for w in member_writers:
       w.close()

@@ -11,6 +11,7 @@
       *.png, events.*   pictures and TensorBoard files
     sweep workdir/
       sweep.json        the base config and the members; sweep.md, sweep.csv, sweep.png: the tables
+      search.json       a search's plan and its decisions (halving: who went on at each rung)
       <member>/         each member's workdir as above
       comparison.md, comparison.png   experiments/compare.py's table (a sweep over the families)
 
@@ -37,6 +38,7 @@ EVAL_VALIDATION = "eval_validation.json"
 STATUS = "status.json"
 PICTURES = ("reconstructions", "denoising", "latent_scatter", "samples", "interpolations", "filters", "curves")
 SWEEP = "sweep.json"
+SEARCH = "search.json"
 SWEEP_TABLES = {"csv": "sweep.csv", "markdown": "sweep.md", "png": "sweep.png"}
 COMPARISON_TABLES = {"markdown": "comparison.md", "png": "comparison.png"}  # experiments/compare.py
 EVAL_PREFIX = "eval/"  # metrics.jsonl: the end-of-run evaluation's keys.
@@ -50,17 +52,18 @@ RESUMABLE_KEYS = frozenset({"num_steps", "num_epochs", "log_every", "eval_every"
                             "num_pictures", "iwae_samples", "overwrite", "data_dir", "data_placement",
                             "member_vectorize", "probe_examples", "probe_max_iter", "evaluate"})
 
-DONE, DIVERGED, FAILED = "done", "diverged", "failed"
+DONE, DIVERGED, FAILED, STOPPED = "done", "diverged", "failed", "stopped"
 
 
 @dataclasses.dataclass
 class Result:
   """What a run (or a sweep member) ended with."""
 
-  status: str = DONE  # done | diverged | failed (a sweep program that raised)
+  status: str = DONE  # done | diverged | failed (a sweep program that raised) | stopped (by a search)
   message: str = ""  # Why it stopped, when it did not finish.
   step: int = 0  # The step its parameters are from.
   diverged_at: int | None = None
+  rung: int | None = None  # The rung of a search where it stopped.
   train: dict[str, float] = dataclasses.field(default_factory=dict)  # Last logged training metrics.
   test: dict[str, float] = dataclasses.field(default_factory=dict)  # Last test-split losses.
   eval: dict[str, float] = dataclasses.field(default_factory=dict)  # The end-of-run evaluation (test split).
@@ -183,6 +186,8 @@ def write_status(workdir: str, result: Result, *, num_epochs: int) -> None:
   """status.json: how the run ended (`num_epochs` as asked, so a raised count trains on)."""
   status = {"status": result.status, "step": result.step, "message": result.message,
             "diverged_at": result.diverged_at, "num_epochs": num_epochs}
+  if result.rung is not None:
+    status["rung"] = result.rung
   with open(path(workdir, STATUS), "w", encoding="utf-8") as f:
     json.dump(status, f, indent=2)
 
@@ -196,7 +201,7 @@ def read_finished(workdir: str, config) -> Result | None:
                                    else status["step"] != config.num_steps):
     return None  # num_steps (or num_epochs: the data set and batch size are the same) was raised: train on.
   result = Result(status=status["status"], message=status.get("message", ""), step=status["step"],
-                  diverged_at=status.get("diverged_at"))
+                  diverged_at=status.get("diverged_at"), rung=status.get("rung"))
   for name, field in ((EVAL, "eval"), (EVAL_VALIDATION, "eval_validation")):
     evaluated = _read_json(path(workdir, name)) if status["status"] == DONE else None
     if evaluated is not None:
@@ -211,15 +216,32 @@ def read_finished(workdir: str, config) -> Result | None:
   return result
 
 
+def read_search(workdir: str) -> dict[str, Any] | None:
+  """search.json: a search's plan and its decisions so far (`ae_jax.search`), or None."""
+  return _read_json(path(workdir, SEARCH))
+
+
+def write_search(workdir: str, record: dict[str, Any]) -> None:
+  with open(path(workdir, SEARCH), "w", encoding="utf-8") as f:
+    json.dump(record, f, indent=2, allow_nan=True)
+
+
+def remove_search(workdir: str) -> None:
+  if os.path.exists(path(workdir, SEARCH)):
+    os.remove(path(workdir, SEARCH))
+
+
 def read_sweep(workdir: str) -> dict[str, Any] | None:
-  """sweep.json: {"base", "members", "member_names"}, or None."""
+  """sweep.json: {"base", "members", "member_names", and "drawn" for drawn members}, or None."""
   return _read_json(path(workdir, SWEEP))
 
 
-def write_sweep(workdir: str, base: dict[str, Any], members: list[dict[str, Any]], names: list[str]) -> None:
+def write_sweep(workdir: str, base: dict[str, Any], members: list[dict[str, Any]], names: list[str],
+                drawn: dict[str, Any] | None = None) -> None:
   os.makedirs(workdir, exist_ok=True)
+  record = {"base": base, "members": members, "member_names": names, **({"drawn": drawn} if drawn else {})}
   with open(path(workdir, SWEEP), "w", encoding="utf-8") as f:
-    json.dump({"base": base, "members": members, "member_names": names}, f, indent=2, default=str)
+    json.dump(record, f, indent=2, default=str)
 
 
 def finite_or_text(value: float) -> float | str:

@@ -7,6 +7,9 @@
   python experiments/sweep.py --config=experiments/configs/denoising.py \
       --sweep='noise_level=0.1,0.3;learning_rate=1e-3,3e-3'
   python experiments/sweep.py --config=experiments/configs/vae.py --sweep_file=experiments/sweeps/vae_beta.py
+  # A search: 27 members drawn (seeded by --search_seed) instead of listed:
+  python experiments/sweep.py --config=experiments/configs/vae.py \
+      --sweep='learning_rate=loguniform(1e-4,1e-2);beta=uniform(0.25,4)' --members=27
 
 Each member writes what `experiments/train.py` writes into <workdir>/<member>; the sweep writes
 sweep.md, sweep.csv and sweep.png there and prints the table. The same command again resumes an
@@ -30,28 +33,51 @@ _CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs"
 with cli.flag_errors():  # ml_collections applies --config.* overrides as soon as the flag is defined.
   config_flags.DEFINE_config_file(
       "config", os.path.join(_CONFIG_DIR, "default.py"), "Base config file of every member.", lock_config=True)
-flags.DEFINE_string("sweep", None, "Inline sweep: 'key=v1,v2,...;key2=...' (the product of the lists).")
+flags.DEFINE_string("sweep", None, "Inline sweep: 'key=v1,v2,...;key2=...' (the product of the lists); a key "
+                    "may be drawn instead: 'key=loguniform(1e-4,1e-2)' (also uniform, randint, choice).")
+flags.DEFINE_integer("members", None, "How many members to draw from the --sweep's distributions (each crossed "
+                     "with its listed keys and --seeds).", lower_bound=1)
+flags.DEFINE_integer("search_seed", None, "Seed of the --members draws (default 0); more members with the same "
+                     "seed keep the earlier ones.")
 flags.DEFINE_integer("seeds", None, "Each setting with seeds 0..N-1 (added as the key 'seed').", lower_bound=1)
 flags.DEFINE_string("sweep_file", None, "A Python file whose get_sweep() returns the members as override dicts.")
 flags.DEFINE_string("workdir", None, "Where the members and the tables go (default: runs/sweep_<family>).")
 flags.DEFINE_string("select", None, "Report the best member by this metric (min:/max: prefix to force a "
                     "direction), e.g. test_loss or max:probe_accuracy.")
+flags.DEFINE_enum("search", "grid", sweep_spec.SEARCHES, "grid: every member trains to the end; halving: "
+                  "successive halving, the best 1/eta of the settings go on at each rung (ranked on the validation "
+                  "split's --select loss term, default the loss).")
+flags.DEFINE_integer("eta", sweep_spec.DEFAULT_ETA, "Halving: 1/eta of the settings go on at each rung.", lower_bound=2)
+flags.DEFINE_integer("rungs", None, "Halving: the number of rungs (default: log_eta(settings) + 1); rung r trains "
+                     "num_steps / eta^(rungs-1-r) steps.", lower_bound=1)
 flags.DEFINE_bool("overwrite", False, "Discard a sweep of a different base config found in --workdir.")
 launch.define_distributed_flags()
 
 
-def members_from_flags() -> list[dict]:
-  """The members the flags describe; SweepError (one line) if they describe none or two ways at once."""
+def members_from_flags() -> tuple[list[dict], dict | None]:
+  """The members the flags describe, and what a search drew them from (for sweep.json; None for a grid).
+
+  SweepError (one line) if the flags describe no members, or describe them two ways at once.
+  """
   config, inline, path, seeds = flags.FLAGS.config, flags.FLAGS.sweep, flags.FLAGS.sweep_file, flags.FLAGS.seeds
+  members, search_seed = flags.FLAGS.members, flags.FLAGS.search_seed
   if inline and path:
     raise sweep_spec.SweepError("pass --sweep or --sweep_file, not both")
+  if (members is not None or search_seed is not None) and not inline:
+    where = ("a sweep file draws with sweep_spec.sample(n, search_seed=...)" if path else
+             "e.g. --sweep='beta=uniform(0.25,4)'")
+    raise sweep_spec.SweepError(f"--members and --search_seed draw the --sweep's distributions; {where}")
+  if search_seed is not None and members is None:
+    raise sweep_spec.SweepError(f"--search_seed={search_seed} seeds the draws of --members=N, which is not set")
   if path:
-    members = sweep_spec.load_file(path)
-    return sweep_spec.with_seeds(members, seeds) if seeds else members
+    listed = sweep_spec.load_file(path)
+    return (sweep_spec.with_seeds(listed, seeds) if seeds else listed), None
   if inline:
-    return sweep_spec.parse_inline(inline, seeds=seeds, config=config)
+    search_seed = search_seed or 0
+    return (sweep_spec.parse_inline(inline, seeds=seeds, config=config, members=members, search_seed=search_seed),
+            sweep_spec.search_record(inline, members=members, search_seed=search_seed, config=config))
   if seeds:
-    return sweep_spec.with_seeds([{}], seeds)
+    return sweep_spec.with_seeds([{}], seeds), None
   raise sweep_spec.SweepError("nothing to sweep: pass --sweep='key=v1,v2', --seeds=N or --sweep_file=FILE")
 
 
@@ -61,12 +87,13 @@ def main(argv):
   config = flags.FLAGS.config
   workdir = flags.FLAGS.workdir or os.path.join("runs", f"sweep_{config.family}")
   with cli.clear_errors():
-    members = members_from_flags()
+    members, drawn = members_from_flags()
     cli.use_compilation_cache()
   launch.initialize_distributed()  # Several processes: join them before any JAX computation.
   with launch.errors_end_all_processes(), cli.clear_errors():
     from ae_jax import sweep  # pylint: disable=g-import-not-at-top  # Loads JAX: after the flags are checked.
-    out = sweep.run(config, members, workdir, select=flags.FLAGS.select, overwrite=flags.FLAGS.overwrite)
+    out = sweep.run(config, members, workdir, select=flags.FLAGS.select, overwrite=flags.FLAGS.overwrite,
+                    drawn=drawn, search=flags.FLAGS.search, eta=flags.FLAGS.eta, rungs=flags.FLAGS.rungs)
     if launch.is_main_process():
       print(out["text"])
       print(f"\nTables: {out['paths']['markdown']}, {out['paths']['csv']}, {out['paths']['png']}; "

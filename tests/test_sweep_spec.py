@@ -254,3 +254,160 @@ def test_member_names_are_distinct_and_folder_safe(config):
 def test_member_name_floats_keep_their_distinguishing_digits():
   assert sweep_spec.member_name({"beta": 0.1234567}, ["beta"]) == "beta=0.1234567"
   assert sweep_spec.member_name({"beta": 1e-05}, ["beta"]) == "beta=1e-05"
+
+
+# Search spaces: drawn members.
+
+LR, BETA = sweep_spec.loguniform(1e-4, 1e-2), sweep_spec.uniform(0.25, 4)
+
+
+def test_draws_are_fixed_by_the_search_seed():
+  assert sweep_spec.sample(3, learning_rate=LR, beta=BETA) == [
+      {"learning_rate": 0.0003079, "beta": 1.67}, {"learning_rate": 0.001561, "beta": 2.461},
+      {"learning_rate": 0.006115, "beta": 1.493}]
+  assert sweep_spec.sample(3, search_seed=1, learning_rate=LR, beta=BETA)[0] == {"learning_rate": 0.0001853,
+                                                                                  "beta": 3.166}
+  assert sweep_spec.sample(4, latent_dim=sweep_spec.randint(2, 8)) == [
+      {"latent_dim": 8}, {"latent_dim": 2}, {"latent_dim": 6}, {"latent_dim": 7}]
+
+
+def test_drawn_floats_have_four_significant_digits_and_short_names():
+  members = sweep_spec.sample(50, learning_rate=LR, beta=BETA)
+  for member in members:
+    for value in member.values():
+      assert float(f"{value:.4g}") == value
+    name = sweep_spec.member_name(member, ["learning_rate", "beta"])
+    assert len(name) <= 36 and "-" not in name.replace("e-", ""), name  # Readable, no hash appended.
+
+
+def test_loguniform_is_in_range_and_uniform_in_the_log():
+  values = [m["x"] for m in sweep_spec.sample(2000, x=LR)]
+  assert all(1e-4 <= v <= 1e-2 for v in values)
+  median = sorted(values)[1000]
+  assert 8e-4 < median < 1.25e-3, median
+  below = sum(v < 1e-3 for v in values) / len(values)
+  assert 0.45 < below < 0.55, below
+  uniform = sorted(m["x"] for m in sweep_spec.sample(2000, x=BETA))
+  assert 0.25 <= uniform[0] and uniform[-1] <= 4 and 1.9 < uniform[1000] < 2.35
+
+
+def test_randint_includes_both_ends_and_choice_draws_every_option():
+  assert {m["k"] for m in sweep_spec.sample(7, k=sweep_spec.randint(2, 8))} == set(range(2, 9))
+  assert sorted(m["a"] for m in sweep_spec.sample(3, a=sweep_spec.choice("relu", "gelu", "tanh"))) == [
+      "gelu", "relu", "tanh"]
+
+
+def test_more_members_with_the_same_seed_keep_the_earlier_ones():
+  assert sweep_spec.sample(8, learning_rate=LR, beta=BETA)[:5] == sweep_spec.sample(5, learning_rate=LR, beta=BETA)
+  grid = sweep_spec.sample(3, learning_rate=LR, widths=[(16,), (32,)])
+  assert sweep_spec.sample(2, learning_rate=LR, widths=[(16,), (32,)]) == grid[:4]
+  # A key's draws depend on its name, not on the other keys: adding beta keeps the learning rates.
+  assert [m["learning_rate"] for m in sweep_spec.sample(5, learning_rate=LR, beta=BETA)] == [
+      m["learning_rate"] for m in sweep_spec.sample(5, learning_rate=LR)]
+
+
+def test_sample_crosses_listed_keys_with_the_draws_and_seeds():
+  members = sweep_spec.with_seeds(sweep_spec.sample(2, learning_rate=LR, beta=[1.0, 4.0]), 2)
+  assert len(members) == 8 and all(list(m) == ["learning_rate", "beta", "seed"] for m in members)
+  first, second = sweep_spec.sample(2, learning_rate=LR)
+  assert [(m["learning_rate"], m["beta"], m["seed"]) for m in members[:4]] == [
+      (first["learning_rate"], 1.0, 0), (first["learning_rate"], 1.0, 1), (first["learning_rate"], 4.0, 0),
+      (first["learning_rate"], 4.0, 1)]
+  assert members[4]["learning_rate"] == second["learning_rate"]
+  assert len(sweep_spec.concat(sweep_spec.sample(2, beta=BETA), sweep_spec.product(beta=[1.0]))) == 3
+
+
+def test_draws_are_distinct():
+  members = sweep_spec.sample(4, a=sweep_spec.choice(1, 2), b=sweep_spec.choice("x", "y"))
+  assert len({(m["a"], m["b"]) for m in members}) == 4
+  with pytest.raises(SweepError, match=r"5 members asked of a space of 4 distinct values.*at most 4"):
+    sweep_spec.sample(5, a=sweep_spec.choice(1, 2), b=sweep_spec.choice("x", "y"))
+  with pytest.raises(SweepError, match="too few values for 3 members"):
+    sweep_spec.sample(3, beta=sweep_spec.uniform(1, 1.001))  # 1 and 1.001 only, at 4 digits.
+
+
+def test_distributions_print_as_written():
+  assert str(LR) == "loguniform(0.0001, 0.01)" and str(BETA) == "uniform(0.25, 4)"
+  assert str(sweep_spec.randint(2, 8)) == "randint(2, 8)"
+  assert str(sweep_spec.choice("relu", 2, (16,))) == "choice('relu', 2, (16,))"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: sweep_spec.uniform(4, 0.25), r"uniform\(4, 0.25\) needs low < high"),
+    (lambda: sweep_spec.uniform(1, 1), "needs low < high"),
+    (lambda: sweep_spec.loguniform(0, 1e-2), r"needs 0 < low .*e.g. loguniform\(1e-05, 0.01\)"),
+    (lambda: sweep_spec.loguniform(-1, 1), "needs 0 < low"),
+    (lambda: sweep_spec.uniform(0, float("inf")), "two finite numbers"),
+    (lambda: sweep_spec.uniform("0", 1), "two finite numbers"),
+    (lambda: sweep_spec.randint(1, 2.5), "two ints"),
+    (lambda: sweep_spec.choice("relu"), "at least two options"),
+    (lambda: sweep_spec.choice(1, 1.0), "repeats an option"),
+    (lambda: sweep_spec.sample(0, beta=BETA), "at least 1"),
+    (lambda: sweep_spec.sample(2, beta=[1, 2]), r"no distribution.*product\(\)"),
+    (lambda: sweep_spec.sample(2, search_seed=1.5, beta=BETA), "search_seed=1.5 must be an int"),
+    (lambda: sweep_spec.sample(2, beta=BETA, widths=[]), "empty list"),
+])
+def test_bad_distributions(make, message):
+  with pytest.raises(SweepError, match=message):
+    make()
+
+
+def test_parse_inline_draws_members(config):
+  members = sweep_spec.parse_inline("learning_rate=loguniform(1e-4,1e-2);beta=uniform(0.25,4)", members=3,
+                                    config=config)
+  assert members == sweep_spec.sample(3, learning_rate=LR, beta=BETA)
+  assert sweep_spec.parse_inline("beta=uniform(0.25,4)", members=2, search_seed=1, config=config) == (
+      sweep_spec.sample(2, search_seed=1, beta=BETA))
+  crossed = sweep_spec.parse_inline("activation=choice(relu,gelu);latent_dim=randint(2,8);widths=(16,)|(32,16)",
+                                    members=2, seeds=2, config=config)
+  assert len(crossed) == 8 and {m["widths"] for m in crossed} == {(16,), (32, 16)}
+  assert all(type(m["latent_dim"]) is int and 2 <= m["latent_dim"] <= 8 for m in crossed)
+  # A float key takes randint's ints as floats; a tuple key chooses among '|'-separated tuples.
+  assert all(type(m["beta"]) is float for m in sweep_spec.parse_inline("beta=randint(1,9)", members=3, config=config))
+  assert {m["widths"] for m in sweep_spec.parse_inline("widths=choice((16,)|(32,16))", members=2, config=config)} == {
+      (16,), (32, 16)}
+
+
+def test_the_example_search_file_is_the_inline_search(config):
+  members = sweep_spec.load_file(os.path.join(ROOT, "experiments", "sweeps", "vae_search.py"))
+  assert len(members) == 27
+  assert members == sweep_spec.parse_inline("learning_rate=loguniform(1e-4,1e-2);beta=uniform(0.25,4)",
+                                            members=27, config=config)
+
+
+def test_search_record():
+  record = sweep_spec.search_record("learning_rate=loguniform(1e-4,1e-2);beta=1,4", members=5, search_seed=2)
+  assert record == {"members": 5, "search_seed": 2,
+                    "spaces": {"learning_rate": "loguniform(0.0001, 0.01)", "beta": [1, 4]}}
+  assert sweep_spec.search_record("beta=1,4", members=None) is None
+
+
+@pytest.mark.parametrize("text, members, message", [
+    ("beta=uniform(4,0.25)", 3, r"--sweep beta=uniform\(4,0.25\): .*needs low < high"),
+    ("learning_rate=loguniform(0,1e-2)", 3, r"--sweep learning_rate=.*needs 0 < low"),
+    ("learning_rate=loguniform(-1e-3,1e-2)", 3, "needs 0 < low"),
+    ("family=uniform(0,1)", 3, r"family is a string .*choice\(a,b\)"),
+    ("widths=uniform(16,64)", 3, "widths is a tuple"),
+    ("latent_dim=uniform(2,8)", 3, r"latent_dim is an int; draw it with randint\(low,high\), e.g. randint\(2,8\)"),
+    ("latent_dim=loguniform(2,64)", 3, "latent_dim is an int"),
+    ("beta=normal(0,1)", 3, r"unknown distribution 'normal'.*uniform\(low,high\), loguniform"),
+    ("beta=unifrom(0,1)", 3, "did you mean uniform"),
+    ("beta=uniform(1)", 3, r"uniform takes two numbers, low and high, e.g. beta=uniform\(1,4\)"),
+    ("beta=uniform(a,b)", 3, "takes two numbers"),
+    ("beta=1,uniform(0,1)", 3, "a distribution stands alone"),
+    ("beta=choice(1)", 3, r"--sweep beta=choice\(1\): .*at least two options"),
+    ("latent_dim=choice(2,2.5)", 3, r"--sweep latent_dim=choice.*latent_dim=2.5 in the sweep must be an int"),
+    ("activation=choice(relu,gelu)", 3, "3 members asked of a space of 2"),
+    ("beta=uniform(0.25,4)", None, r"--sweep draws beta=uniform\(0.25, 4\): pass --members=N"),
+    ("beta=1,2", 2, r"--members=2 needs a drawn key.*drop --members"),
+    ("beta=uniform(0.25,4);seed=0,1", 2, None),  # Fine without --seeds...
+])
+def test_parse_inline_bad_searches(config, text, members, message):
+  if message is None:
+    assert len(sweep_spec.parse_inline(text, members=members, config=config)) == 4
+    with pytest.raises(SweepError, match="--seeds"):  # ...but not with it.
+      sweep_spec.parse_inline(text, members=members, seeds=2, config=config)
+    return
+  with pytest.raises(SweepError, match=message) as info:
+    sweep_spec.parse_inline(text, members=members, config=config)
+  assert "\n" not in str(info.value)

@@ -1,0 +1,155 @@
+"""Successive halving inside a sweep: every setting starts, the best 1/eta of them go on at each rung.
+
+Rungs are growing step budgets b_0 < b_1 < ... < b_{R-1} = num_steps (b_r = num_steps / eta^(R-1-r)).
+At each rung the alive members train to its budget as one program, are evaluated on the validation
+split, and are ranked by a validation loss term, a setting's seeds averaged; the best ceil(n / eta)
+settings (all their seeds) go on, now as a smaller program (one compile per rung size: a frozen member
+inside a vmap would still cost its FLOPs), the others stop and keep their checkpoint at the rung. The
+schedule always counts to num_steps, so a survivor ends exactly as an uninterrupted single run with its
+values does. A member that diverges drops out at once.
+
+Each decision is written to the sweep's search.json (`ae_jax.workdir`) before the next rung trains and
+is a function of metrics that are functions of the members' seeds, so the same command after a kill
+replays the recorded rungs and goes on from the first undecided one.
+"""
+
+from collections.abc import Sequence
+import json
+import math
+from typing import Any
+
+from absl import logging
+
+from ae_jax import config as config_lib
+from ae_jax import data
+from ae_jax import multihost
+from ae_jax import sweep_spec
+from ae_jax import train
+from ae_jax import workdir as workdir_lib
+
+KINDS = sweep_spec.SEARCHES
+DEFAULT_ETA = sweep_spec.DEFAULT_ETA
+DEFAULT_METRIC = "loss"  # The validation loss; any loss term (loss_rec, loss_kl, ...) may be named.
+VALIDATION_FRACTION = 0.1  # Carved when a halving sweep's config has no validation split.
+
+
+def default_rungs(num_settings: int, eta: int) -> int:
+  """floor(log_eta(settings)) + 1: the rungs that halving the settings down to about one takes."""
+  rungs, left = 1, num_settings
+  while left > 1 and math.ceil(left / eta) < left:
+    left, rungs = math.ceil(left / eta), rungs + 1
+  return rungs
+
+
+def rung_steps(num_steps: int, *, eta: int, rungs: int) -> list[int]:
+  """The step budget of each rung: num_steps / eta^(R-1-r), rounded, the last one num_steps."""
+  if eta < 2:
+    raise sweep_spec.SweepError(f"--eta={eta} must be at least 2 (the fraction 1/eta of the settings goes on)")
+  if rungs < 1:
+    raise sweep_spec.SweepError(f"--rungs={rungs} must be at least 1")
+  steps = [max(1, round(num_steps / eta ** (rungs - 1 - r))) for r in range(rungs)]
+  if len(set(steps)) < rungs:
+    raise sweep_spec.SweepError(f"--rungs={rungs} with --eta={eta} needs rungs of distinct step budgets, but "
+                                f"num_steps={num_steps} gives {steps}; use fewer rungs or more steps")
+  return steps
+
+
+def rung_metric(select: str | None) -> str:
+  """The validation loss term a rung ranks on: `select` without a split prefix ('val_loss' -> 'loss')."""
+  if not select:
+    return DEFAULT_METRIC
+  name = select.removeprefix("min:")
+  for prefix in ("val_", "test_", "val/"):
+    name = name.removeprefix(prefix)
+  if not name.startswith("loss") or select.startswith("max:"):
+    raise sweep_spec.SweepError(
+        f"--select={select}: halving ranks on a validation loss term at every rung (loss, loss_rec, loss_kl, "
+        "...: lower is better); end-of-run metrics such as mse are measured only at the end")
+  return name
+
+
+def setting(overrides: dict[str, Any]) -> str:
+  """What a member's seeds share: its overrides without the seed."""
+  return json.dumps({k: v for k, v in overrides.items() if k != sweep_spec.SEED_KEY}, sort_keys=True, default=str)
+
+
+def survivors(settings: Sequence[str], scores: Sequence[float], *, eta: int) -> set[str]:
+  """The best ceil(n / eta) of the n settings by mean score over their members (lower is better; a
+  non-finite score, e.g. a diverged member's, ranks last; ties go to the first listed)."""
+  by_setting: dict[str, list[float]] = {}
+  for s, score in zip(settings, scores):
+    by_setting.setdefault(s, []).append(score if math.isfinite(score) else math.inf)
+  means = {s: sum(v) / len(v) for s, v in by_setting.items()}
+  ranked = sorted(means, key=lambda s: (means[s], list(by_setting).index(s)))
+  return set(ranked[:math.ceil(len(ranked) / eta)])
+
+
+def halving(members: list[train.Member], overrides: list[dict[str, Any]], names: list[str], ds: data.Dataset,
+            *, finished: dict[int, workdir_lib.Result], workdir: str, eta: int, rungs: int | None,
+            select: str | None, devices=None) -> list[workdir_lib.Result]:
+  """Runs successive halving over the sweep's `members` (one structure); returns every member's result:
+  the finished survivors', and `stopped` (or `diverged`) ones for the others. `finished` holds the
+  results read back from a previous run of the same command (they are not trained again)."""
+  metric = rung_metric(select)
+  settings = [setting(o) for o in overrides]
+  carved = data.carve_validation(ds, members[0].config.validation_fraction)
+  num_steps = config_lib.resolve_steps(members[0].config, len(carved.train_images))
+  rungs = rungs or default_rungs(len(set(settings)), eta)
+  steps = rung_steps(num_steps, eta=eta, rungs=rungs)
+  plan = {"search": "halving", "eta": eta, "rung_steps": steps, "metric": f"val_{metric}", "members": names}
+  record = workdir_lib.read_search(workdir)
+  if record is not None and {k: record.get(k) for k in plan} != plan:
+    raise sweep_spec.SweepError(f"workdir {workdir!r} holds a search with other settings or members "
+                                f"({', '.join(k for k in plan if record.get(k) != plan[k])} differ); use another "
+                                "--workdir, or pass --overwrite to discard it")
+  decisions = list(record["decisions"]) if record else []
+  results: dict[int, workdir_lib.Result] = dict(finished)
+  alive = [i for i in range(len(members)) if i not in finished or finished[i].done]
+  logging.info("Halving: %d settings, %d members, rungs at steps %s, eta %d, ranked on validation %s.",
+               len(set(settings)), len(members), steps, eta, metric)
+  for rung, budget in enumerate(steps):
+    last = rung == len(steps) - 1
+    if rung < len(decisions):  # Decided before a restart: replay it.
+      kept = set(decisions[rung]["kept"])
+      for i in [i for i in alive if names[i] not in kept]:
+        results[i] = _stopped(members[i], rung, budget, decisions[rung]["scores"].get(names[i]), metric)
+      alive = [i for i in alive if names[i] in kept]
+      continue
+    if last:
+      todo = [i for i in alive if i not in finished]
+      if todo:
+        results.update(zip(todo, train.train_members([members[i] for i in todo], ds, devices=devices)))
+      break
+    outs = train.train_members([members[i] for i in alive], ds, devices=devices, stop_at=budget)
+    scores = {i: (out.validation.get(metric, math.nan) if out.done else math.nan) for i, out in zip(alive, outs)}
+    if any(metric not in out.validation for out in outs if out.done):
+      raise sweep_spec.SweepError(f"--select: no validation term {metric!r}; the members report "
+                                  f"{', '.join(sorted(next(o.validation for o in outs if o.done)))}")
+    kept_settings = survivors([settings[i] for i in alive], [scores[i] for i in alive], eta=eta)
+    kept = [i for i in alive if settings[i] in kept_settings and outs[alive.index(i)].done]
+    decisions.append({"rung": rung, "step": budget, "kept": [names[i] for i in kept],
+                      "scores": {names[i]: scores[i] for i in alive}})
+    if multihost.is_main():
+      workdir_lib.write_search(workdir, {**plan, "decisions": decisions})
+    multihost.barrier("search: rung decided")
+    for i, out in zip(alive, outs):
+      if not out.done:
+        results[i] = out
+        if multihost.is_main():
+          workdir_lib.write_status(members[i].workdir, out, num_epochs=members[i].config.num_epochs)
+      elif i not in kept:
+        results[i] = _stopped(members[i], rung, budget, scores[i], metric)
+    logging.info("Halving: rung %d at step %d kept %d of %d members: %s.", rung, budget, len(kept), len(alive),
+                 ", ".join(names[i] for i in kept))
+    alive = kept
+  return [results[i] for i in range(len(members))]
+
+
+def _stopped(member: train.Member, rung: int, step: int, score: float | None, metric: str) -> workdir_lib.Result:
+  """A member halving stopped at `rung`: its status says where; its checkpoint at `step` stays."""
+  result = workdir_lib.Result(status=workdir_lib.STOPPED, step=step, rung=rung, message=(
+      f"stopped at rung {rung} (step {step}): validation {metric} {score:.4g} ranked below the best settings"
+      if score is not None and math.isfinite(score) else f"stopped at rung {rung} (step {step})"))
+  if multihost.is_main():
+    workdir_lib.write_status(member.workdir, result, num_epochs=member.config.num_epochs)
+  return result
