@@ -30,6 +30,8 @@ from ae_jax import workdir as workdir_lib
 KINDS = sweep_spec.SEARCHES
 DEFAULT_ETA = sweep_spec.DEFAULT_ETA
 DEFAULT_METRIC = "loss"  # The validation loss; any loss term (loss_rec, loss_kl, ...) may be named.
+# Rung metrics made of loss terms: the VAE's negative ELBO at beta 1 compares members of different beta.
+SUMS = {"negative_elbo": ("loss_rec", "loss_kl")}
 VALIDATION_FRACTION = 0.1  # Carved when a halving sweep's config has no validation split.
 
 
@@ -61,10 +63,11 @@ def rung_metric(select: str | None) -> str:
   name = select.removeprefix("min:")
   for prefix in ("val_", "test_", "val/"):
     name = name.removeprefix(prefix)
-  if not name.startswith("loss") or select.startswith("max:"):
+  if not (name.startswith("loss") or name in SUMS) or select.startswith("max:"):
     raise sweep_spec.SweepError(
         f"--select={select}: halving ranks on a validation loss term at every rung (loss, loss_rec, loss_kl, "
-        "...: lower is better); end-of-run metrics such as mse are measured only at the end")
+        "..., or negative_elbo = loss_rec + loss_kl: lower is better); end-of-run metrics such as mse are "
+        "measured only at the end")
   return name
 
 
@@ -121,8 +124,8 @@ def halving(members: list[train.Member], overrides: list[dict[str, Any]], names:
         results.update(zip(todo, train.train_members([members[i] for i in todo], ds, devices=devices)))
       break
     outs = train.train_members([members[i] for i in alive], ds, devices=devices, stop_at=budget)
-    scores = {i: (out.validation.get(metric, math.nan) if out.done else math.nan) for i, out in zip(alive, outs)}
-    if any(metric not in out.validation for out in outs if out.done):
+    scores = {i: (_score(out.validation, metric) if out.done else math.nan) for i, out in zip(alive, outs)}
+    if any(not all(t in out.validation for t in SUMS.get(metric, (metric,))) for out in outs if out.done):
       raise sweep_spec.SweepError(f"--select: no validation term {metric!r}; the members report "
                                   f"{', '.join(sorted(next(o.validation for o in outs if o.done)))}")
     kept_settings = survivors([settings[i] for i in alive], [scores[i] for i in alive], eta=eta)
@@ -143,6 +146,10 @@ def halving(members: list[train.Member], overrides: list[dict[str, Any]], names:
                  ", ".join(names[i] for i in kept))
     alive = kept
   return [results[i] for i in range(len(members))]
+
+
+def _score(validation: dict[str, float], metric: str) -> float:
+  return sum(validation[t] for t in SUMS[metric]) if metric in SUMS else validation[metric]
 
 
 def _stopped(member: train.Member, rung: int, step: int, score: float | None, metric: str) -> workdir_lib.Result:

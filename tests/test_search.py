@@ -35,9 +35,12 @@ def test_ranking_averages_seeds_puts_non_finite_last_and_breaks_ties_by_order():
   assert search.survivors(settings, [1.0, 1.0, 1.0, 1.0, 1.0, 1.0], eta=3) == {"a"}
   assert search.survivors(["a", "b", "c", "d"], [4.0, 3.0, 2.0, 1.0], eta=2) == {"c", "d"}
   assert search.setting({"learning_rate": 0.1, "seed": 3}) == search.setting({"seed": 0, "learning_rate": 0.1})
+  assert search._score({"loss_rec": 2.0, "loss_kl": 0.5, "loss": 2.1}, "negative_elbo") == 2.5  # pylint: disable=protected-access
+  assert search._score({"loss_rec": 2.0, "loss_kl": 0.5, "loss": 2.1}, "loss") == 2.1  # pylint: disable=protected-access
 
 
 @pytest.mark.parametrize("select,metric", [(None, "loss"), ("val_loss", "loss"), ("loss_rec", "loss_rec"),
+                                           ("negative_elbo", "negative_elbo"),
                                            ("test_loss_kl", "loss_kl")])
 def test_the_rung_metric_is_a_validation_loss_term(select, metric):
   assert search.rung_metric(select) == metric
