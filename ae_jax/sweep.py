@@ -13,6 +13,7 @@ resume from their checkpoints. New members may be added to a finished sweep (onl
 sweep with another base config is refused unless `overwrite`.
 """
 
+from collections.abc import Sequence
 import copy
 import math
 import os
@@ -27,6 +28,7 @@ from ae_jax import errors
 from ae_jax import families
 from ae_jax import hparams
 from ae_jax import multihost
+from ae_jax import pbt
 from ae_jax import search as search_lib
 from ae_jax import sweep_spec
 from ae_jax import sweep_table
@@ -94,14 +96,16 @@ def _prepare(workdir: str, base_config, members: list[dict[str, Any]], names: li
 def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str | None = None,
         overwrite: bool = False, devices=None, names: list[str] | None = None,
         drawn: dict[str, Any] | None = None, search: str = "grid", eta: int = sweep_spec.DEFAULT_ETA,
-        rungs: int | None = None) -> dict[str, Any]:
+        rungs: int | None = None, pbt_interval: int | None = None, pbt_quantile: float = 0.25,
+        explore: Sequence[str] | None = None, search_seed: int = 0) -> dict[str, Any]:
   """Trains (or resumes, or re-reports) every member; returns {"rows", "results" (a `workdir.Result`
   per member), "paths", "best", "text", "names"}.
 
   `names` (default: from the swept values) name the members' folders. `drawn` (what drawn members were
   drawn from: `sweep_spec.search_record`) is recorded in sweep.json. `search="halving"` trains the
   members by successive halving (`ae_jax.search`: `eta`, `rungs`; ranked on a validation loss term,
-  `select` or the loss), carving a 10% validation split if the config has none.
+  `select` or the loss), `search="pbt"` as a population (`ae_jax.pbt`: `pbt_interval`, `pbt_quantile`,
+  `explore`, `search_seed`); both carve a 10% validation split if the config has none.
 
   Raises SweepError or ConfigError (one line) for bad input and DataError for bad data. A member
   whose loss stops being finite is marked diverged; a program that fails marks its members failed.
@@ -110,23 +114,25 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
 
   if search not in sweep_spec.SEARCHES:
     raise sweep_spec.SweepError(f"--search={search!r} is not one of: {', '.join(sweep_spec.SEARCHES)}")
-  if search == "halving" and not base_config.validation_fraction:
+  if search != "grid" and not base_config.validation_fraction:
     base_config = copy.deepcopy(base_config)
     base_config.validation_fraction = search_lib.VALIDATION_FRACTION
-    logging.warning("Halving ranks members on a validation split and the config has none: carving %d%% of the "
-                    "training examples (--config.validation_fraction=%g).", 100 * search_lib.VALIDATION_FRACTION,
-                    search_lib.VALIDATION_FRACTION)
+    logging.warning("--search=%s ranks members on a validation split and the config has none: carving %d%% of "
+                    "the training examples (--config.validation_fraction=%g).", search,
+                    100 * search_lib.VALIDATION_FRACTION, search_lib.VALIDATION_FRACTION)
   members = sweep_spec.validate(members, base_config)
   swept = sweep_spec.swept_keys(members)
   configs = member_configs(base_config, members)
   names = names or [sweep_spec.member_name(m, swept) for m in members]
   if select:
     sweep_table.direction(select)  # A malformed --select fails before anything trains.
-  if search == "halving":
+  if search != "grid":
     search_lib.rung_metric(select)
     if len({hparams.structure_key(c) for c in configs}) > 1:
-      raise sweep_spec.SweepError("--search=halving ranks members of one structure against each other; sweep "
+      raise sweep_spec.SweepError(f"--search={search} ranks members of one structure against each other; sweep "
                                   "structure keys (family, widths, batch_size, ...) in separate sweeps")
+    if search == "pbt":
+      pbt.explored_keys(members, explore)
   _prepare(workdir, base_config, members, names, overwrite, drawn)
   results: list[workdir_lib.Result | None] = [workdir_lib.read_finished(os.path.join(workdir, n), c)
                                               for n, c in zip(names, configs)]
@@ -136,13 +142,18 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
   groups: dict[str, list[int]] = {}
   for i in pending:
     groups.setdefault(hparams.structure_key(configs[i]), []).append(i)
-  if search == "halving":
+  if search != "grid":
     config = configs[0]
     ds = data.load(config.dataset, data_dir=config.data_dir, binarize=config.binarize)
-    results = search_lib.halving(
-        [train.Member(c, os.path.join(workdir, n)) for c, n in zip(configs, names)], members, names, ds,
-        finished={i: r for i, r in enumerate(results) if r is not None}, workdir=workdir, eta=eta, rungs=rungs,
-        select=select, devices=devices)
+    population = [train.Member(c, os.path.join(workdir, n)) for c, n in zip(configs, names)]
+    finished = {i: r for i, r in enumerate(results) if r is not None}
+    if search == "halving":
+      results = search_lib.halving(population, members, names, ds, finished=finished, workdir=workdir, eta=eta,
+                                   rungs=rungs, select=select, devices=devices)
+    else:
+      results = pbt.run(population, members, names, ds, finished=finished, workdir=workdir, interval=pbt_interval,
+                        quantile=pbt_quantile, explore=explore, factors=pbt.DEFAULT_FACTORS, select=select,
+                        search_seed=search_seed, devices=devices)
     groups = {}
   datasets: dict[tuple[str, str, str], data.Dataset] = {}
   for group in groups.values():
@@ -200,3 +211,32 @@ def _row(name: str, config, swept: list[str], result: workdir_lib.Result) -> dic
     row[VAL_LOSS] = result.validation.get("loss", math.nan)
     row.update({sweep_table.VALIDATION + k: v for k, v in result.eval_validation.items()})
   return row
+
+
+def replay(base_config, members: list[dict[str, Any]], workdir: str, member: str, *,
+           names: list[str] | None = None, devices=None) -> tuple[workdir_lib.Result, workdir_lib.Result]:
+  """Retrains `member` of the PBT sweep in `workdir` as a single run into `workdir/replay/<member>`, by
+  following its lineage (`ae_jax.pbt.replay`); returns (the replay's result, the member's own).
+
+  `base_config` and `members` are the sweep's, as given to `run(..., search="pbt")`.
+  """
+  if not base_config.validation_fraction:
+    base_config = copy.deepcopy(base_config)
+    base_config.validation_fraction = search_lib.VALIDATION_FRACTION
+  members = sweep_spec.validate(members, base_config)
+  names = names or [sweep_spec.member_name(m, sweep_spec.swept_keys(members)) for m in members]
+  record = workdir_lib.read_search(workdir)
+  if record is None or record.get("search") != "pbt":
+    raise sweep_spec.SweepError(f"--replay: {workdir!r} holds no population-based training (search.json); run "
+                                "the sweep with --search=pbt first")
+  if member not in names:
+    raise sweep_spec.SweepError(f"--replay={member}: no such member; the members are {', '.join(names)}")
+  configs = dict(zip(names, member_configs(base_config, members)))
+  own = workdir_lib.read_finished(os.path.join(workdir, member), configs[member])
+  if own is None or not own.done:
+    raise sweep_spec.SweepError(f"--replay={member}: the member has not finished; run the sweep to the end first")
+  config = configs[member]
+  ds = data.load(config.dataset, data_dir=config.data_dir, binarize=config.binarize)
+  replayed = pbt.replay(configs, member, record["exploits"], ds, os.path.join(workdir, "replay", member),
+                        devices=devices)
+  return replayed, own

@@ -25,7 +25,8 @@ from typing import Any, ClassVar
 
 # Run settings, not experiment settings: every member of a sweep shares them.
 UNSWEEPABLE = frozenset({"overwrite", "log_every", "eval_every", "checkpoint_every", "num_pictures"})
-SEARCHES = ("grid", "halving")  # --search: every member to the end, or successive halving (ae_jax.search).
+# --search: every member to the end, successive halving (ae_jax.search) or population-based training (ae_jax.pbt).
+SEARCHES = ("grid", "halving", "pbt")
 DEFAULT_ETA = 3  # --eta: the fraction 1/eta of the settings that goes on at each rung of halving.
 SEED_KEY = "seed"
 MAX_NAME_LENGTH = 100

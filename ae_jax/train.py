@@ -10,6 +10,7 @@ metrics only at log intervals. A member whose loss stops being finite is frozen 
 marked diverged here; the others go on.
 """
 
+from collections.abc import Callable
 import dataclasses
 import time
 from typing import Any
@@ -97,14 +98,22 @@ def train_and_evaluate(config, workdir: str) -> Result:
   return result
 
 
-def train_members(members: list[Member], ds: data.Dataset, *, devices=None, stop_at: int | None = None
-                  ) -> list[Result]:
+# A search's hook at evaluation steps: `exploit(step, state, hp, validation, results) -> (state, hp,
+# replaced)` may copy members' states and change their `hp` (population-based training); `replaced`
+# names the members whose state was taken from another (so a diverged one lives again).
+Exploit = Callable[[int, Any, Any, list[dict[str, float]] | None, list[Result]], tuple[Any, Any, set[int]]]
+
+
+def train_members(members: list[Member], ds: data.Dataset, *, devices=None, stop_at: int | None = None,
+                  hp_list: list[hparams.HParams] | None = None, exploit: Exploit | None = None) -> list[Result]:
   """Trains `members` (validated configs of one structure) on `ds` as one program; finishes each.
 
   Members resume from their own newest checkpoints; members found at different steps train as
   separate programs. `stop_at` < num_steps trains only that far (a rung of a search: the state is
   checkpointed and both splits evaluated there, the member is not finished); the schedule still counts
-  to num_steps, so going on later is exactly what an uninterrupted run does. With `validation_fraction`
+  to num_steps, so going on later is exactly what an uninterrupted run does. `hp_list` replaces the
+  configs' hyperparameters (a search's current ones); `exploit` is a search's hook (`Exploit`), called
+  after each evaluation. With `validation_fraction`
   > 0 the members train on what is left of the training split after `data.carve_validation`, and are
   evaluated on both the validation and the test split.
   """
@@ -113,7 +122,7 @@ def train_members(members: list[Member], ds: data.Dataset, *, devices=None, stop
   members = [Member(config_lib.resolved(m.config, len(ds.train_images)), m.workdir) for m in members]
   if len({hparams.structure_key(m.config) for m in members}) > 1:
     raise ValueError("train_members needs members of one structure; group them with hparams.structure_key")
-  hp_list = [hparams.from_config(m.config) for m in members]
+  hp_list = hp_list or [hparams.from_config(m.config) for m in members]
   whole = program_lib.build(members[0].config, ds, hp_list, devices=devices)
   _prepare_workdirs(members)
 
@@ -134,8 +143,11 @@ def train_members(members: list[Member], ds: data.Dataset, *, devices=None, stop
     for idx in by_step.values():
       program = whole if len(idx) == len(members) else program_lib.build(
           members[0].config, ds, [hp_list[i] for i in idx], devices=devices, check=False)
+      if exploit is not None and len(idx) < len(members):
+        raise TrainingError(f"members resumed from checkpoints at different steps ({sorted(by_step)}): a "
+                            "population must resume together; rerun with --overwrite to start it again")
       outs = _train(program, [members[i] for i in idx], [states[i] for i in idx], [checkpointers[i] for i in idx],
-                    stop_at=stop_at)
+                    stop_at=stop_at, exploit=exploit)
       for i, out in zip(idx, outs):
         results[i] = out
   finally:
@@ -164,7 +176,7 @@ def _prepare_workdirs(members: list[Member]) -> None:
 
 
 def _train(program: program_lib.Program, members: list[Member], states, checkpointers, *,
-           stop_at: int | None = None) -> list[Result]:
+           stop_at: int | None = None, exploit: Exploit | None = None) -> list[Result]:
   """Trains the members of `program`, which start at the same step, to `num_steps` (or `stop_at`)."""
   config, ds, mesh, hp = program.config, program.dataset, program.mesh, program.hp
   state = multihost.put(_stack(states), program.sharding)
@@ -208,10 +220,15 @@ def _train(program: program_lib.Program, members: list[Member], states, checkpoi
       evaluate_now = step % config.eval_every == 0 or step == target
       tests, vals = evaluate_splits(state) if evaluate_now else (None, None)
       save = step % config.checkpoint_every == 0 or step == target
+      replaced: set[int] = set()
+      if exploit is not None and evaluate_now:
+        state, hp, replaced = exploit(step, state, hp, vals, outs)
+        for i in replaced:  # Its state is now another member's: it goes on, even if it had diverged.
+          outs[i].status, outs[i].message, outs[i].diverged_at = workdir_lib.DONE, "", None
       for i, (m, out, writer) in enumerate(zip(members, outs, member_writers)):
         if not out.done:
           continue
-        if diverged_at[i]:
+        if diverged_at[i] and i not in replaced:
           _mark_diverged(out, m, metrics, i, int(diverged_at[i]), step - length, checkpointers[i])
           continue
         out.train = {k: float(np.mean(v[:, i])) for k, v in metrics.items()}

@@ -45,9 +45,17 @@ flags.DEFINE_string("workdir", None, "Where the members and the tables go (defau
 flags.DEFINE_string("select", None, "Report the best member by this metric (min:/max: prefix to force a "
                     "direction), e.g. test_loss or max:probe_accuracy.")
 flags.DEFINE_enum("search", "grid", sweep_spec.SEARCHES, "grid: every member trains to the end; halving: "
-                  "successive halving, the best 1/eta of the settings go on at each rung (ranked on the validation "
-                  "split's --select loss term, default the loss).")
+                  "successive halving, the best 1/eta of the settings go on at each rung; pbt: population-based "
+                  "training, the worst quarter takes the best quarter's state and perturbs its hyperparameters "
+                  "every --pbt_interval steps (both rank on the validation split's --select loss term, default "
+                  "the loss).")
 flags.DEFINE_integer("eta", sweep_spec.DEFAULT_ETA, "Halving: 1/eta of the settings go on at each rung.", lower_bound=2)
+flags.DEFINE_integer("pbt_interval", None, "PBT: steps between exploits (a multiple of --config.eval_every; "
+                     "default eval_every).", lower_bound=1)
+flags.DEFINE_float("pbt_quantile", 0.25, "PBT: the bottom quantile that copies a member of the top one.")
+flags.DEFINE_list("explore", None, "PBT: the hyperparameters to perturb (default: the swept ones).")
+flags.DEFINE_string("replay", None, "PBT: retrain this member of the sweep in --workdir as a single run that "
+                    "follows its lineage (into <workdir>/replay/<member>), and print both final test losses.")
 flags.DEFINE_integer("rungs", None, "Halving: the number of rungs (default: log_eta(settings) + 1); rung r trains "
                      "num_steps / eta^(rungs-1-r) steps.", lower_bound=1)
 flags.DEFINE_bool("overwrite", False, "Discard a sweep of a different base config found in --workdir.")
@@ -63,6 +71,8 @@ def members_from_flags() -> tuple[list[dict], dict | None]:
   members, search_seed = flags.FLAGS.members, flags.FLAGS.search_seed
   if inline and path:
     raise sweep_spec.SweepError("pass --sweep or --sweep_file, not both")
+  if search_seed is not None and flags.FLAGS.search == "pbt" and members is None:
+    search_seed = None  # Seeds PBT's choices of parents and factors (main), not draws.
   if (members is not None or search_seed is not None) and not inline:
     where = ("a sweep file draws with sweep_spec.sample(n, search_seed=...)" if path else
              "e.g. --sweep='beta=uniform(0.25,4)'")
@@ -92,8 +102,17 @@ def main(argv):
   launch.initialize_distributed()  # Several processes: join them before any JAX computation.
   with launch.errors_end_all_processes(), cli.clear_errors():
     from ae_jax import sweep  # pylint: disable=g-import-not-at-top  # Loads JAX: after the flags are checked.
+    if flags.FLAGS.replay:
+      replayed, own = sweep.replay(config, members, workdir, flags.FLAGS.replay)
+      if launch.is_main_process():
+        print(f"{flags.FLAGS.replay}: test loss {own.test.get('loss', float('nan')):.6g} in the population, "
+              f"{replayed.test['loss']:.6g} replayed as a single run into "
+              f"{os.path.join(workdir, 'replay', flags.FLAGS.replay)}")
+      return
     out = sweep.run(config, members, workdir, select=flags.FLAGS.select, overwrite=flags.FLAGS.overwrite,
-                    drawn=drawn, search=flags.FLAGS.search, eta=flags.FLAGS.eta, rungs=flags.FLAGS.rungs)
+                    drawn=drawn, search=flags.FLAGS.search, eta=flags.FLAGS.eta, rungs=flags.FLAGS.rungs,
+                    pbt_interval=flags.FLAGS.pbt_interval, pbt_quantile=flags.FLAGS.pbt_quantile,
+                    explore=flags.FLAGS.explore, search_seed=flags.FLAGS.search_seed or 0)
     if launch.is_main_process():
       print(out["text"])
       print(f"\nTables: {out['paths']['markdown']}, {out['paths']['csv']}, {out['paths']['png']}; "
