@@ -224,6 +224,40 @@ def save_curves(
   return _save_figure(path, fig)
 
 
+def save_search(path: str | os.PathLike, curves: Mapping[str, Sequence[tuple[float, float]]], *,
+                metric: str, marks: Sequence[int] = (), best: str | None = None,
+                hparams: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]] | None = None,
+                title: str | None = None) -> str:
+  """A search's picture: `metric` against step for every member (`curves`: {member: [(step, value)]}),
+  with its decision steps (`marks`: rungs or exploits) as vertical lines and `best` drawn thick; with
+  `hparams` ({key: {member: [(step, value)]}}, PBT's schedules), one panel per hyperparameter below."""
+  hparams = hparams or {}
+  fig = _new_figure(7.0, 3.0 * (1 + len(hparams)) + 0.6)
+  panels = [(metric, curves)] + [(key, lines) for key, lines in hparams.items()]
+  for i, (name, lines) in enumerate(panels):
+    ax = fig.add_subplot(len(panels), 1, i + 1)
+    for member, points in lines.items():
+      points = np.array([p for p in points if math.isfinite(p[1])]).reshape(-1, 2)
+      if len(points):
+        ax.plot(points[:, 0], points[:, 1], drawstyle="steps-post" if i else "default",
+                marker="." if len(points) < 50 and not i else None,
+                linewidth=2.5 if member == best else 0.8, alpha=1.0 if member == best else 0.6,
+                label=member if member == best else None)
+    for step in marks:
+      ax.axvline(step, color="grey", linewidth=0.6, linestyle=":")
+    if i or all(p[1] > 0 for points in lines.values() for p in points if math.isfinite(p[1])):
+      ax.set_yscale("log")
+    ax.set_ylabel(name)
+    ax.grid(True, alpha=0.3)
+    if best and i == 0:
+      ax.legend(loc="upper right", fontsize="small")
+  fig.axes[-1].set_xlabel("step")
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  return _save_figure(path, fig)
+
+
 def interpolate(z_a: np.ndarray, z_b: np.ndarray, num: int) -> np.ndarray:
   """`num` evenly spaced points from z_a to z_b (both included): (num, *z_a.shape), e.g. (num, k).
 

@@ -23,6 +23,7 @@ from absl import logging
 from ae_jax import config as config_lib
 from ae_jax import data
 from ae_jax import multihost
+from ae_jax import pictures
 from ae_jax import sweep_spec
 from ae_jax import train
 from ae_jax import workdir as workdir_lib
@@ -160,3 +161,38 @@ def _stopped(member: train.Member, rung: int, step: int, score: float | None, me
   if multihost.is_main():
     workdir_lib.write_status(member.workdir, result, num_epochs=member.config.num_epochs)
   return result
+
+
+def save_picture(workdir: str, members: list[train.Member], names: list[str]) -> str | None:
+  """search.png: each member's validation metric against step, the decision steps marked, the best
+  member thick; for PBT also each explored hyperparameter against step. None without a search.json."""
+  record = workdir_lib.read_search(workdir)
+  if record is None:
+    return None
+  metric = record["metric"].removeprefix("val_")
+  curves = {}
+  for member, name in zip(members, names):
+    curves[name] = []
+    for row in workdir_lib.read_metrics(member.workdir):
+      validation = {k[len(workdir_lib.VALIDATION_PREFIX):]: float(v) for k, v in row.items()
+                    if k.startswith(workdir_lib.VALIDATION_PREFIX)}
+      if validation and all(t in validation for t in SUMS.get(metric, (metric,))):
+        curves[name].append((row["step"], _score(validation, metric)))
+  final = {n: points[-1][1] for n, points in curves.items() if points and math.isfinite(points[-1][1])}
+  best = min(final, key=final.get) if final else None
+  hp_curves = None
+  if record["search"] == "halving":
+    marks = record["rung_steps"][:-1]
+  else:
+    marks = [e["step"] for e in record["exploits"]]
+    hp_curves = {}
+    for key in record["explore"]:
+      hp_curves[key] = {}
+      for member, name in zip(members, names):
+        points = [(0, float(member.config[key]))]
+        for e in record["exploits"]:
+          points += [(e["step"], m["hp"][key]) for m in e["moves"] if m["member"] == name]
+        hp_curves[key][name] = points + [(record["num_steps"], points[-1][1])]
+  return pictures.save_search(workdir_lib.path(workdir, workdir_lib.SEARCH_PLOT), curves, metric=f"validation {metric}",
+                              marks=marks, best=best, hparams=hp_curves,
+                              title=f"{record['search']}: validation {metric} (best: {best})")

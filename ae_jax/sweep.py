@@ -185,6 +185,9 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
   title = f"{base_config.family if len({c.family for c in configs}) == 1 else 'families'} on {base_config.dataset}"
   if multihost.is_main():  # The others' results lack the evaluation (process 0 runs it): they write nothing.
     paths = sweep_table.write(workdir, rows, swept_keys=swept, metrics=metrics, select=select, title=title)
+    if search != "grid":
+      paths["search"] = search_lib.save_picture(
+          workdir, [train.Member(c, os.path.join(workdir, n)) for c, n in zip(configs, names)], names)
   else:
     paths = workdir_lib.sweep_tables(workdir)
   multihost.barrier("sweep: tables written")

@@ -12,6 +12,7 @@
     sweep workdir/
       sweep.json        the base config and the members; sweep.md, sweep.csv, sweep.png: the tables
       search.json       a search's plan and its decisions (halving: who went on at each rung)
+      search.png        the members' validation metric against step, decisions marked (PBT: hp too)
       <member>/         each member's workdir as above
       comparison.md, comparison.png   experiments/compare.py's table (a sweep over the families)
 
@@ -39,6 +40,7 @@ STATUS = "status.json"
 PICTURES = ("reconstructions", "denoising", "latent_scatter", "samples", "interpolations", "filters", "curves")
 SWEEP = "sweep.json"
 SEARCH = "search.json"
+SEARCH_PLOT = "search.png"
 SWEEP_TABLES = {"csv": "sweep.csv", "markdown": "sweep.md", "png": "sweep.png"}
 COMPARISON_TABLES = {"markdown": "comparison.md", "png": "comparison.png"}  # experiments/compare.py
 EVAL_PREFIX = "eval/"  # metrics.jsonl: the end-of-run evaluation's keys.

@@ -81,6 +81,8 @@ def test_a_population_exploits_and_a_replay_ends_where_its_member_did(tmp_path):
   worst = max(first["scores"], key=first["scores"].get)
   assert first["moves"][0]["member"] == worst == out["names"][0]  # The slowest rate is worst at step 10.
   assert all(r.status == "done" for r in out["results"])
+  with open(out["paths"]["search"], "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   # Replay the member whose final state went through the most others.
   longest = max(out["names"], key=lambda n: len(pbt.lineage(n, record["exploits"], 40)))
   assert len(pbt.lineage(longest, record["exploits"], 40)) >= 2

@@ -74,6 +74,8 @@ def test_halving_keeps_the_best_setting_which_equals_its_single_run(devices, tmp
   assert [row["status"] for row in out["rows"][1:]] == ["stopped at rung 0 (step 13)"] * 2
   record = workdir_lib.read_search(str(tmp_path / "sweep"))
   assert record["rung_steps"] == [13, 40] and record["decisions"][0]["kept"] == [out["names"][0]]
+  with open(out["paths"]["search"], "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   scores = record["decisions"][0]["scores"]
   assert scores[out["names"][0]] < min(scores[n] for n in out["names"][1:])
   # The stopped members keep their checkpoint at the rung.
