@@ -13,3 +13,7 @@ class TermError(RuntimeError):
 
 class ConfigError(ValueError):
   """A config value is invalid; the message names the key and the fix."""
+
+
+class SweepError(ValueError):
+  """A sweep is invalid; the one-line message says what is wrong and how to fix it."""

@@ -11,17 +11,18 @@ training. `member_name` gives each member the folder name its results go under.
 
 import ast
 from collections.abc import Sequence
-import dataclasses
 import difflib
 import hashlib
 import importlib.util
 import itertools
 import math
 import os
-import random
 import re
 import traceback
-from typing import Any, ClassVar
+from typing import Any
+
+from ae_jax import errors
+from ae_jax import search_space
 
 # Run settings, not experiment settings: every member of a sweep shares them.
 UNSWEEPABLE = frozenset({"overwrite", "log_every", "eval_every", "checkpoint_every", "num_pictures"})
@@ -32,12 +33,10 @@ SEED_KEY = "seed"
 MAX_NAME_LENGTH = 100
 _BOOLS = {"true": True, "True": True, "1": True, "false": False, "False": False, "0": False}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
-DIGITS = 4  # Significant digits of a drawn float: short member names, and the recorded value is the one used.
-_MAX_ATTEMPTS = 100  # Redraws of a member that came out like an earlier one (more for small finite spaces).
 
 
-class SweepError(ValueError):
-  """A sweep is invalid; the one-line message says what is wrong and how to fix it."""
+SweepError = errors.SweepError
+_check_options, _canonical, _format = search_space.check_options, search_space.canonical, search_space.format_value
 
 
 def _one_line(text: str) -> str:
@@ -45,7 +44,10 @@ def _one_line(text: str) -> str:
   return " ".join(lines)
 
 
-# Helpers for sweep files.
+# Helpers for sweep files (the search-space ones are `ae_jax.search_space`'s, named here too).
+
+sample, uniform, loguniform, randint, choice = (search_space.sample, search_space.uniform, search_space.loguniform,
+                                                search_space.randint, search_space.choice)
 
 
 def product(**values: Sequence[Any]) -> list[dict[str, Any]]:
@@ -82,199 +84,6 @@ def with_seeds(members: list[dict[str, Any]], seeds: int | Sequence[int]) -> lis
 def concat(*member_lists: list[dict[str, Any]]) -> list[dict[str, Any]]:
   """The members of every list, in order (e.g. two products with different keys)."""
   return [dict(member) for members in member_lists for member in members]
-
-
-# Search spaces: a key's values drawn at random.
-
-
-class Distribution:
-  """A key's values drawn at random (see `sample`); subclasses are frozen dataclasses."""
-
-  name: ClassVar[str]
-  numeric: ClassVar[bool] = True  # Draws numbers from a range (else from listed options).
-
-  def draw(self, rng: random.Random) -> Any:
-    raise NotImplementedError
-
-  def size(self) -> int | None:
-    """How many distinct values it draws; None for a continuous range."""
-    return None
-
-
-@dataclasses.dataclass(frozen=True)
-class _Range(Distribution):
-  """Numbers between low and high."""
-
-  low: float
-  high: float
-
-  def __post_init__(self):
-    _check_range(self)
-
-  def __str__(self) -> str:
-    return f"{self.name}({_format(self.low)}, {_format(self.high)})"
-
-
-@dataclasses.dataclass(frozen=True)
-class Uniform(_Range):
-  """A float uniform in [low, high], rounded to DIGITS significant digits."""
-
-  name: ClassVar[str] = "uniform"
-
-  def draw(self, rng: random.Random) -> float:
-    return _round(self.low + (self.high - self.low) * rng.random(), self)
-
-
-@dataclasses.dataclass(frozen=True)
-class LogUniform(_Range):
-  """A float whose log is uniform in [log low, log high] (0 < low), rounded to DIGITS significant digits."""
-
-  name: ClassVar[str] = "loguniform"
-
-  def draw(self, rng: random.Random) -> float:
-    low, high = math.log(self.low), math.log(self.high)
-    return _round(math.exp(low + (high - low) * rng.random()), self)
-
-
-@dataclasses.dataclass(frozen=True)
-class RandInt(_Range):
-  """An int uniform in low..high, both included (as Python's random.randint)."""
-
-  low: int
-  high: int
-  name: ClassVar[str] = "randint"
-
-  def draw(self, rng: random.Random) -> int:
-    count = self.high - self.low + 1
-    return self.low + min(int(rng.random() * count), count - 1)
-
-  def size(self) -> int:
-    return self.high - self.low + 1
-
-
-@dataclasses.dataclass(frozen=True)
-class Choice(Distribution):
-  """One of the options, each as likely (categorical values: activations, structures)."""
-
-  options: tuple[Any, ...]
-  name: ClassVar[str] = "choice"
-  numeric: ClassVar[bool] = False
-
-  def __post_init__(self):
-    if len(self.options) < 2:
-      raise SweepError(f"{self} needs at least two options; for a single value, set it in the config instead")
-    canonical = [_canonical(o) for o in self.options]
-    if any(a == b for i, a in enumerate(canonical) for b in canonical[:i]):
-      raise SweepError(f"{self} repeats an option; list each once")
-
-  def draw(self, rng: random.Random) -> Any:
-    return self.options[min(int(rng.random() * len(self.options)), len(self.options) - 1)]
-
-  def size(self) -> int:
-    return len(self.options)
-
-  def __str__(self) -> str:
-    shown = (_format(o) if isinstance(o, (int, float)) and not isinstance(o, bool) else repr(o) for o in self.options)
-    return f"choice({', '.join(shown)})"
-
-
-def uniform(low: float, high: float) -> Uniform:
-  """Floats uniform in [low, high] (rounded to 4 significant digits)."""
-  return Uniform(low, high)
-
-
-def loguniform(low: float, high: float) -> LogUniform:
-  """Floats log-uniform in [low, high], 0 < low: each decade as likely (learning rates, weights)."""
-  return LogUniform(low, high)
-
-
-def randint(low: int, high: int) -> RandInt:
-  """Ints in low..high, both included."""
-  return RandInt(low, high)
-
-
-def choice(*options: Any) -> Choice:
-  """One of the options, each as likely."""
-  return Choice(tuple(options))
-
-
-DISTRIBUTIONS = {"uniform": uniform, "loguniform": loguniform, "randint": randint, "choice": choice}
-
-
-def _check_range(d: _Range) -> None:
-  """SweepError unless low < high are finite numbers (ints for randint, low > 0 for loguniform)."""
-  want = (int,) if isinstance(d, RandInt) else (int, float)
-  if not all(isinstance(v, want) and not isinstance(v, bool) and math.isfinite(v) for v in (d.low, d.high)):
-    kind = "two ints" if isinstance(d, RandInt) else "two finite numbers"
-    raise SweepError(f"{d.name}({d.low!r}, {d.high!r}) needs {kind}, low and high")
-  if d.low >= d.high:
-    raise SweepError(f"{d.name}({_format(d.low)}, {_format(d.high)}) needs low < high; for a single value, set it "
-                     "in the config instead")
-  if isinstance(d, LogUniform) and d.low <= 0:
-    raise SweepError(f"loguniform({_format(d.low)}, {_format(d.high)}) needs 0 < low (a log range cannot reach 0); "
-                     f"e.g. loguniform({_format(d.high / 1000)}, {_format(d.high)}), or uniform for a range through 0")
-
-
-def _round(value: float, d: _Range) -> float:
-  """`value` to DIGITS significant digits, kept inside [low, high]: the value recorded is the one trained."""
-  return float(min(max(float(f"{value:.{DIGITS}g}"), d.low), d.high))
-
-
-def _rng(search_seed: int, index: int, key: str, attempt: int) -> random.Random:
-  """The stream of one key of one member: independent of the other keys and members (and Python's version)."""
-  digest = hashlib.sha256(f"{search_seed}/{index}/{key}/{attempt}".encode("utf-8")).digest()
-  return random.Random(int.from_bytes(digest[:8], "big"))
-
-
-def sample(n: int, /, *, search_seed: int = 0, **spaces: Distribution | Sequence[Any]) -> list[dict[str, Any]]:
-  """`n` drawn members, each crossed with the product of any list-valued keys (grid axes).
-
-  Member i's values are a function of (search_seed, i, key) alone: raising `n` with the same seed keeps
-  the first members (an extended search trains only the new ones), and another `search_seed` draws
-  others. A draw that equals an earlier one is drawn again, so the n draws are distinct. Keys keep the
-  given order; the draws vary slowest: sample(2, lr=loguniform(1e-4, 1e-2), beta=[1, 4]) is 4 members.
-  """
-  if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-    raise SweepError(f"sample() needs a count of members of at least 1, got {n!r}")
-  if isinstance(search_seed, bool) or not isinstance(search_seed, int):
-    raise SweepError(f"search_seed={search_seed!r} must be an int")
-  drawn = {key: space for key, space in spaces.items() if isinstance(space, Distribution)}
-  grid = {key: space for key, space in spaces.items() if key not in drawn}
-  if not drawn:
-    raise SweepError("sample() has no distribution to draw (uniform, loguniform, randint, choice); for a grid of "
-                     "listed values use product()")
-  for key, options in grid.items():
-    _check_options(key, options)
-  sizes = [d.size() for d in drawn.values()]
-  size = math.prod(sizes) if None not in sizes else None
-  if size is not None and n > size:
-    raise SweepError(f"{n} members asked of a space of {size} distinct values "
-                     f"({', '.join(f'{k}={d}' for k, d in drawn.items())}); ask for at most {size}, or list the "
-                     "values as a grid")
-  attempts = _MAX_ATTEMPTS if size is None else min(10_000, _MAX_ATTEMPTS + 20 * size)
-  draws: list[dict[str, Any]] = []
-  seen: set[Any] = set()
-  for i in range(n):
-    for attempt in range(attempts):
-      values = {key: d.draw(_rng(search_seed, i, key, attempt)) for key, d in drawn.items()}
-      point = tuple(_canonical(v) for v in values.values())
-      if point not in seen:
-        break
-    else:
-      raise SweepError(f"sample() drew member {i} like an earlier one {attempts} times: at {DIGITS} significant "
-                       f"digits {', '.join(f'{k}={d}' for k, d in drawn.items())} holds too few values for {n} "
-                       "members; widen the ranges or ask for fewer members")
-    seen.add(point)
-    draws.append(values)
-  combos = product(**grid) if grid else [{}]
-  return [{key: {**combo, **values}[key] for key in spaces} for values in draws for combo in combos]
-
-
-def _check_options(key: str, options: Any) -> None:
-  if isinstance(options, (str, bytes)) or not isinstance(options, Sequence):
-    raise SweepError(f"{key}={options!r}: give a list of values, e.g. {key}=[{options!r}]")
-  if not options:
-    raise SweepError(f"{key} has an empty list of values; give at least one")
 
 
 def _seed_list(seeds: int | Sequence[int]) -> list[int]:
@@ -315,7 +124,7 @@ def parse_inline(text: str, *, seeds: int | None = None, config=None, members: i
   is an error without a drawn key, and a drawn key needs it.
   """
   spaces = parse_spaces(text, config=config)
-  drawn = [key for key, space in spaces.items() if isinstance(space, Distribution)]
+  drawn = [key for key, space in spaces.items() if isinstance(space, search_space.Distribution)]
   if drawn and members is None:
     raise SweepError(f"--sweep draws {drawn[0]}={spaces[drawn[0]]}: pass --members=N, the number of members to "
                      "draw (e.g. --members=20)")
@@ -324,18 +133,18 @@ def parse_inline(text: str, *, seeds: int | None = None, config=None, members: i
                      "a --sweep of listed values is a grid whose members are all listed: drop --members")
   if seeds is not None and SEED_KEY in spaces:
     raise SweepError("--sweep lists seed and --seeds is set; use one of them")
-  out = sample(members, search_seed=search_seed, **spaces) if drawn else product(**spaces)
+  out = search_space.sample(members, search_seed=search_seed, **spaces) if drawn else product(**spaces)
   if seeds is not None:
     out = with_seeds(out, seeds)
   return validate(out, config) if config is not None else out
 
 
-def parse_spaces(text: str, *, config=None) -> dict[str, list[Any] | Distribution]:
+def parse_spaces(text: str, *, config=None) -> dict[str, list[Any] | search_space.Distribution]:
   """Each `--sweep` key's listed values or distribution, keys in the order written (see `parse_inline`)."""
   terms = [term.strip() for term in text.split(";") if term.strip()]
   if not terms:
     raise SweepError("--sweep is empty; write key=v1,v2 (e.g. --sweep='beta=0.5,1,2')")
-  values: dict[str, list[Any] | Distribution] = {}
+  values: dict[str, list[Any] | search_space.Distribution] = {}
   for term in terms:
     key, sep, listed = term.partition("=")
     key, listed = key.strip(), listed.strip()
@@ -361,7 +170,7 @@ def parse_spaces(text: str, *, config=None) -> dict[str, list[Any] | Distributio
 
 
 _CALL = re.compile(r"([A-Za-z_]\w*)\((.*)\)", re.DOTALL)
-_CALL_INSIDE = re.compile(r"\b(" + "|".join(DISTRIBUTIONS) + r")\(")
+_CALL_INSIDE = re.compile(r"\b(" + "|".join(search_space.DISTRIBUTIONS) + r")\(")
 
 
 def _parse_list(key: str, listed: str, current: Any, *, config, tuple_valued: bool) -> list[Any]:
@@ -372,11 +181,12 @@ def _parse_list(key: str, listed: str, current: Any, *, config, tuple_valued: bo
   return [_parse_value(key, item, current, known=config is not None) for item in items]
 
 
-def _parse_distribution(key: str, name: str, args: str, current: Any, *, config, tuple_valued: bool) -> Distribution:
+def _parse_distribution(key: str, name: str, args: str, current: Any, *, config,
+                        tuple_valued: bool) -> search_space.Distribution:
   """`name(args)` of `--sweep key=name(args)`, checked against the config's value of `key` when known."""
   written = f"--sweep {key}={name}({args})"
-  if name not in DISTRIBUTIONS:
-    close = difflib.get_close_matches(name, list(DISTRIBUTIONS), n=1)
+  if name not in search_space.DISTRIBUTIONS:
+    close = difflib.get_close_matches(name, list(search_space.DISTRIBUTIONS), n=1)
     hint = f"did you mean {close[0]}? " if close else ""
     raise SweepError(f"{written}: unknown distribution {name!r}; {hint}draw with uniform(low,high), "
                      "loguniform(low,high), randint(low,high) or choice(a,b,...)")
@@ -391,14 +201,14 @@ def _parse_distribution(key: str, name: str, args: str, current: Any, *, config,
       options = [_parse_value(key, item.strip(), None, known=False) for item in args.split(",")]
       if len(options) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in options):
         raise SweepError(f"{name} takes two numbers, low and high, e.g. {key}={name}(1,4)")
-    space = DISTRIBUTIONS[name](*options)
+    space = search_space.DISTRIBUTIONS[name](*options)
   except SweepError as e:
     raise SweepError(f"{written}: {e}") from None
   if config is not None and current is not None and space.numeric:
     if isinstance(current, bool) or not isinstance(current, (int, float)):
       raise SweepError(f"{written}: {key} is {_type_name(current)} ({current!r}), not a number to draw from a "
                        f"range; list its values ({key}=a,b) or draw one with choice(a,b)")
-    if isinstance(current, int) and not isinstance(space, RandInt):
+    if isinstance(current, int) and not isinstance(space, search_space.RandInt):
       raise SweepError(f"{written}: {key} is an int; draw it with randint(low,high), e.g. "
                        f"randint({math.ceil(space.low)},{math.floor(space.high)})")
   return space
@@ -407,10 +217,11 @@ def _parse_distribution(key: str, name: str, args: str, current: Any, *, config,
 def search_record(text: str, *, members: int | None, search_seed: int = 0, config=None) -> dict[str, Any] | None:
   """What a drawn `--sweep` was, for sweep.json: the spaces, the count and the seed; None for a grid."""
   spaces = parse_spaces(text, config=config)
-  if not any(isinstance(space, Distribution) for space in spaces.values()):
+  if not any(isinstance(space, search_space.Distribution) for space in spaces.values()):
     return None
   return {"members": members, "search_seed": search_seed,
-          "spaces": {key: str(space) if isinstance(space, Distribution) else space for key, space in spaces.items()}}
+          "spaces": {key: str(space) if isinstance(space, search_space.Distribution) else space
+                     for key, space in spaces.items()}}
 
 
 def _parse_value(key: str, text: str, current: Any, *, known: bool) -> Any:
@@ -515,13 +326,6 @@ def _type_name(current: Any) -> str:
   return f"a {type(current).__name__}"
 
 
-def _canonical(value: Any) -> Any:
-  """A comparable, hashable form: lists as tuples, so [16] and (16,) are the same override."""
-  if isinstance(value, (list, tuple)):
-    return tuple(_canonical(v) for v in value)
-  return value
-
-
 # Sweep files.
 
 
@@ -602,17 +406,6 @@ def member_name(overrides: dict[str, Any], swept_keys: Sequence[str]) -> str:  #
   if len(name) > MAX_NAME_LENGTH:
     return f"{name[:MAX_NAME_LENGTH - len(digest) - 1]}-{digest}"
   return f"{name}-{digest}" if ambiguous else name
-
-
-def _format(value: Any) -> str:
-  if isinstance(value, bool):
-    return str(value).lower()
-  if isinstance(value, float):
-    short = f"{value:g}"
-    return short if float(short) == value or not math.isfinite(value) else repr(value)
-  if isinstance(value, (tuple, list)):
-    return "x".join(_format(v) for v in value) if value else "()"
-  return str(value)
 
 
 def _ambiguous(value: Any) -> bool:

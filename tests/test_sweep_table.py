@@ -15,6 +15,8 @@ from ae_jax.sweep_spec import SweepError
 KEYS = ["beta", "seed"]
 METRICS = ["test_loss", "log_likelihood"]
 
+ON_TEST = " on the test split (no validation split: set --config.validation_fraction to select on one)"
+
 
 def _rows() -> list[dict]:
   """beta 1 and 4, seeds 0 and 1; (beta=4, seed=1) diverged with a NaN loss."""
@@ -108,7 +110,7 @@ def test_format_text_tables_and_best_line():
   assert "| beta | n | test_loss | log_likelihood | mse |" in lines
   assert "| 1 | 2/2 | 2 ± 1 | -11 ± 1 | — |" in lines
   assert "| 4 | 1/2 | 5 ± 0 | -9 ± 0 | — |" in lines
-  assert lines[-1] == "Best by test_loss on the test split (no validation split: set --config.validation_fraction to select on one): beta=1,seed=0 (1)"
+  assert lines[-1] == f"Best by test_loss{ON_TEST}: beta=1,seed=0 (1)"
 
 
 def test_format_text_without_seeds_has_no_mean_table():
@@ -116,12 +118,12 @@ def test_format_text_without_seeds_has_no_mean_table():
   text = sweep_table.format_text(rows, swept_keys=["beta"], metrics=["mse"], select="mse")
   assert "mean ± std" not in text
   assert "| beta=0.123456 | 0.1235 | done | 0.01235 |" in text
-  assert text.splitlines()[-1] == "Best by mse on the test split (no validation split: set --config.validation_fraction to select on one): beta=0.123456 (0.01235)"
+  assert text.splitlines()[-1] == f"Best by mse{ON_TEST}: beta=0.123456 (0.01235)"
 
 
 def test_format_text_best_line_for_a_metric_nobody_reports():
   text = sweep_table.format_text(_rows(), swept_keys=KEYS, metrics=METRICS, select="mse")
-  assert text.splitlines()[-1].startswith("Best by mse on the test split (no validation split: set --config.validation_fraction to select on one): — (no member reports metric 'mse'")
+  assert text.splitlines()[-1].startswith(f"Best by mse{ON_TEST}: — (no member reports metric 'mse'")
 
 
 def test_write_produces_the_three_files(tmp_path):
@@ -139,7 +141,7 @@ def test_write_produces_the_three_files(tmp_path):
     md = f.read()
   assert md.startswith("# beta sweep\n")
   assert "| 1 | 2/2 | 2 ± 1 | -11 ± 1 |" in md
-  assert md.rstrip().endswith("Best by log_likelihood on the test split (no validation split: set --config.validation_fraction to select on one): beta=4,seed=0 (-9)")
+  assert md.rstrip().endswith(f"Best by log_likelihood{ON_TEST}: beta=4,seed=0 (-9)")
   with Image.open(paths["png"]) as image:
     assert image.format == "PNG" and image.width > 100
 
