@@ -196,3 +196,22 @@ def save_picture(workdir: str, members: list[train.Member], names: list[str]) ->
   return pictures.save_search(workdir_lib.path(workdir, workdir_lib.SEARCH_PLOT), curves, metric=f"validation {metric}",
                               marks=marks, best=best, hparams=hp_curves,
                               title=f"{record['search']}: validation {metric} (best: {best})")
+
+
+def fates(record: dict[str, Any] | None, names: list[str]) -> list[str]:
+  """What a search did to each member, for the tables: halving's "finished" or "stopped at rung r
+  (step s)", PBT's "replaced at step s by m; ..." or "kept its own state"."""
+  if record is None:
+    return [""] * len(names)
+  if record["search"] == "halving":
+    stopped = {}
+    for decision in record["decisions"]:
+      for name in decision["scores"]:
+        if name not in decision["kept"] and name not in stopped:
+          stopped[name] = f"stopped at rung {decision['rung']} (step {decision['step']})"
+    return [stopped.get(name, "finished") for name in names]
+  moves = {name: [] for name in names}
+  for exploit in record["exploits"]:
+    for move in exploit["moves"]:
+      moves[move["member"]].append(f"step {exploit['step']} by {move['parent']}")
+  return ["replaced at " + "; ".join(m) if m else "kept its own state" for m in (moves[n] for n in names)]

@@ -175,6 +175,9 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
       results[i] = out
 
   rows = [_row(name, c, swept, r) for name, c, r in zip(names, configs, results)]
+  if search != "grid":
+    for row, fate in zip(rows, search_lib.fates(workdir_lib.read_search(workdir), names)):
+      row[sweep_table.FATE] = fate
   metrics = metric_columns(configs)
   if any(VAL_LOSS in row for row in rows):  # Validation columns: what --select ranks on.
     metrics.insert(metrics.index("test_loss"), VAL_LOSS)

@@ -102,6 +102,7 @@ def best(rows: list[dict[str, Any]], metric: str, *, swept_keys: Sequence[str] =
   return rows[index]
 
 
+FATE = "fate"  # A search's word on a member: "replaced at step s by m" (PBT), "stopped at rung r" (halving).
 VALIDATION = "val/"  # A row's end-of-run metric on the validation split: "val/<metric>".
 
 
@@ -178,9 +179,10 @@ def _best_line(rows: list[dict[str, Any]], select: str, swept_keys: Sequence[str
 def format_text(rows: list[dict[str, Any]], *, swept_keys: Sequence[str], metrics: Sequence[str],
                 select: str | None = None) -> str:
   """sweep.md's content: the members, "mean ± std over seeds" when seeds are swept, the best member."""
-  header = ["member", *swept_keys, "status", *metrics]
+  fate = [FATE] if any(FATE in row for row in rows) else []
+  header = ["member", *swept_keys, "status", *fate, *metrics]
   body = [[_cell(row.get("member")), *(_cell(row.get(k)) for k in swept_keys), _cell(row.get("status")),
-           *(_cell(row.get(m)) for m in metrics)] for row in rows]
+           *(_cell(row.get(f)) for f in fate), *(_cell(row.get(m)) for m in metrics)] for row in rows]
   lines = _table(header, body)
   groups = aggregate(rows, swept_keys=swept_keys, metrics=metrics)
   if groups:
@@ -218,9 +220,10 @@ def write(workdir: str, rows: list[dict[str, Any]], *, swept_keys: Sequence[str]
   paths = workdir_lib.sweep_tables(workdir)
   with open(paths["csv"], "w", encoding="utf-8", newline="") as f:
     writer = csv.writer(f)
-    writer.writerow([*swept_keys, "status", *metrics])
+    columns = ["member", *swept_keys, "status", *([FATE] if any(FATE in row for row in rows) else []), *metrics]
+    writer.writerow(columns)
     for row in rows:
-      writer.writerow([_csv_value(row.get(k)) for k in (*swept_keys, "status", *metrics)])
+      writer.writerow([_csv_value(row.get(k)) for k in columns])
   text = format_text(rows, swept_keys=swept_keys, metrics=metrics, select=select)
   with open(paths["markdown"], "w", encoding="utf-8") as f:
     f.write(f"# {title}\n\n{text}" if title else text)

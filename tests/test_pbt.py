@@ -81,6 +81,11 @@ def test_a_population_exploits_and_a_replay_ends_where_its_member_did(tmp_path):
   worst = max(first["scores"], key=first["scores"].get)
   assert first["moves"][0]["member"] == worst == out["names"][0]  # The slowest rate is worst at step 10.
   assert all(r.status == "done" for r in out["results"])
+  fate = dict(zip(out["names"], (row["fate"] for row in out["rows"])))
+  assert fate[worst].startswith(f"replaced at step 10 by {first['moves'][0]['parent']}")
+  moved = {m["member"] for e in record["exploits"] for m in e["moves"]}
+  assert all((fate[n] == "kept its own state") == (n not in moved) for n in out["names"])
+  assert "fate" in open(out["paths"]["markdown"], encoding="utf-8").read()
   with open(out["paths"]["search"], "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   # Replay the member whose final state went through the most others.

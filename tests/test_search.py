@@ -72,6 +72,7 @@ def test_halving_keeps_the_best_setting_which_equals_its_single_run(devices, tmp
   assert [r.status for r in results] == ["done", "stopped", "stopped"]  # The fastest rate wins at step 13.
   assert [r.rung for r in results[1:]] == [0, 0] and [r.step for r in results] == [40, 13, 13]
   assert [row["status"] for row in out["rows"][1:]] == ["stopped at rung 0 (step 13)"] * 2
+  assert [row["fate"] for row in out["rows"]] == ["finished"] + ["stopped at rung 0 (step 13)"] * 2
   record = workdir_lib.read_search(str(tmp_path / "sweep"))
   assert record["rung_steps"] == [13, 40] and record["decisions"][0]["kept"] == [out["names"][0]]
   with open(out["paths"]["search"], "rb") as f:

@@ -59,8 +59,13 @@ def test_members_equal_single_runs_on_one_and_four_devices(family, tmp_path):
       _assert_close(result.params, single.params)
       assert result.test["loss"] == pytest.approx(single.test["loss"], rel=1e-4)
       assert result.eval["mse"] == pytest.approx(single.eval["mse"], rel=1e-3)
-      for key in ("batch_dead_fraction", "dead_fraction_window"):  # Counted on the global batch.
-        assert result.train.get(key) == single.train.get(key)
+      # The last logged training metrics, every one (TopK's dead fractions are counted on the global batch).
+      assert result.train.keys() == single.train.keys() and {"loss", "loss_rec", "grad_norm"} <= result.train.keys()
+      assert result.train == pytest.approx(single.train, rel=1e-3, abs=1e-6)
+      if family == "sparse_topk":
+        assert {"batch_dead_fraction", "dead_fraction_window"} <= result.train.keys()
+        for key in ("batch_dead_fraction", "dead_fraction_window"):
+          assert result.train[key] == single.train[key]
 
 
 def test_a_diverging_member_is_marked_and_the_others_finish(tmp_path):
@@ -71,6 +76,11 @@ def test_a_diverging_member_is_marked_and_the_others_finish(tmp_path):
   assert bad.status == "diverged" and 1 <= bad.diverged_at <= 20
   assert "non-finite" in bad.message and "learning_rate" in bad.message
   assert out["rows"][1]["status"] == f"diverged at step {bad.diverged_at}"
+  # Each member's row holds its own result: the good one's losses and evaluation, the learning rate it ran.
+  row = out["rows"][0]
+  assert (row["status"], row["learning_rate"]) == ("done", 1e-3)
+  assert (row["train_loss"], row["test_loss"], row["mse"]) == (good.train["loss"], good.test["loss"], good.eval["mse"])
+  assert row["train_loss"] != row["test_loss"]
   status = json.load(open(tmp_path / out["names"][1] / "status.json"))
   assert status["status"] == "diverged" and status["diverged_at"] == bad.diverged_at
   # The diverged member's logged rows all precede its divergence; its checkpoints are good ones.
@@ -164,7 +174,7 @@ def test_sweep_cli_trains_and_prints_the_table(tmp_path):
   assert "Best by test_loss on the test split" in out.stdout and "mean ± std over seeds" in out.stdout
   with open(tmp_path / "sweep.csv", encoding="utf-8") as f:
     header, *rows = f.read().splitlines()
-  assert header.startswith("latent_dim,seed,status,train_loss,test_loss") and len(rows) == 4
+  assert header.startswith("member,latent_dim,seed,status,train_loss,test_loss") and len(rows) == 4
 
 
 def test_kill_9_and_the_same_command_again_resumes_the_whole_sweep(tmp_path):

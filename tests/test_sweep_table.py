@@ -152,8 +152,8 @@ def test_write_csv_keeps_full_precision_and_leaves_missing_blank(tmp_path):
   paths = sweep_table.write(str(tmp_path), rows, swept_keys=["widths"], metrics=["mse"])
   with open(paths["csv"], encoding="utf-8", newline="") as f:
     table = list(csv.reader(f))
-  assert table == [["widths", "status", "mse"], ["(32,16)", "done", "0.123456789"],
-                   ["(16,)", "failed: out of memory", ""]]
+  assert table == [["member", "widths", "status", "mse"], ["w", "(32,16)", "done", "0.123456789"],
+                   ["v", "(16,)", "failed: out of memory", ""]]
 
 
 @pytest.mark.parametrize("swept_keys, rows", [
