@@ -1,7 +1,11 @@
-"""Successive halving against the full grid it prunes, in one run: wall time and the chosen setting.
+"""Searches against grids, each in one run: halving against the grid it prunes, PBT against a grid of
+equal compute.
 
   python -m benchmarks.benchmark_search --dataset=npz:/path/to/mnist.npz --out=bench_search.jsonl
+  python -m benchmarks.benchmark_search --part=pbt --num_steps=1000 --dataset=npz:/path/to/mnist.npz
   python -m benchmarks.benchmark_search --quick      # CI: the digits, tiny; the numbers mean nothing
+
+Halving (`--part=halving`):
 
 The VAE 784-400-20 (experiments/configs/vae.py with widths (400,), latent 20, batch 128) over 3
 learning rates x 3 betas x 3 seeds = 27 members, `--num_steps` steps, a 10% validation split, the
@@ -11,6 +15,13 @@ the steps, ranked on the validation negative ELBO = loss_rec + loss_kl, the seed
 averaged), each into a fresh workdir, the grid first. Both choose on validation and report test: the
 grid the setting with the lowest mean validation -ELBO over its seeds, halving its survivor. Printed:
 each side's wall seconds, halving / grid, and the chosen settings' mean test -ELBO (nats).
+
+PBT (`--part=pbt`): the same VAE, 4 learning rates x 4 betas = 16 members, `--num_steps` steps with an
+evaluation (and, for PBT, an exploit of the worst quarter, exploring learning rate and beta) every
+`num_steps / 6` steps, ranked on the validation -ELBO; once as a grid and once as a population for each
+of 3 search seeds. Each chooses its best member on validation; printed: the chosen members' test
+-ELBO (grid, each PBT seed and their mean), PBT's gain over the grid, and PBT's wall time over the
+grid's (the same members, steps and evaluations: what ranking, gathers and exploits cost).
 """
 
 import json
@@ -27,6 +38,10 @@ from benchmarks import harness
 
 _DATASET = flags.DEFINE_string("dataset", "digits", "Any --config.dataset value, e.g. npz:/data/mnist.npz.")
 _NUM_STEPS = flags.DEFINE_integer("num_steps", 3000, "Steps of a member that trains to the end.", lower_bound=3)
+_PART = flags.DEFINE_enum("part", "halving", ["halving", "pbt", "all"], "Which comparison to run.")
+PBT_RATES = (1e-4, 3e-4, 1e-3, 3e-3)
+PBT_BETAS = (0.25, 0.5, 1.0, 2.0)
+PBT_SEARCH_SEEDS = (0, 1, 2)
 LEARNING_RATES = (3e-4, 1e-3, 3e-3)
 BETAS = (0.5, 1.0, 2.0)
 SEEDS = (0, 1, 2)
@@ -86,13 +101,59 @@ def run(dataset: str, num_steps: int, quick: bool) -> dict:
   return row
 
 
+def run_pbt(dataset: str, num_steps: int, quick: bool) -> dict:
+  """PBT (3 search seeds) against a grid of the same 16 members on the same budget."""
+  from ae_jax import sweep  # pylint: disable=g-import-not-at-top  # Loads JAX.
+
+  interval = max(1, num_steps // (3 if quick else 6))
+  config = harness.family_config("vae", 32 if quick else 128, widths=(16,) if quick else (400,),
+                                 latent_dim=4 if quick else 20, dataset=dataset, num_steps=num_steps,
+                                 validation_fraction=0.1, evaluate="quick", num_pictures=0, log_every=interval,
+                                 eval_every=interval, checkpoint_every=interval * math.ceil(num_steps / interval))
+  rates, betas = (PBT_RATES[2:], PBT_BETAS[2:]) if quick else (PBT_RATES, PBT_BETAS)
+  population = [{"learning_rate": lr, "beta": b} for lr in rates for b in betas]
+  seeds = PBT_SEARCH_SEEDS[:1] if quick else PBT_SEARCH_SEEDS
+  row = {"part": "pbt_vs_grid", "dataset": dataset, "members": len(population), "num_steps": config.num_steps,
+         "interval": interval, "search_seeds": len(seeds)}
+
+  def chosen(out) -> tuple[str, float]:
+    scored = [(r["val/negative_elbo"], r["member"], r["negative_elbo"]) for r in out["rows"]
+              if r["status"] == "done" and math.isfinite(r.get("val/negative_elbo", math.nan))]
+    _, member, test = min(scored)
+    return member, test
+
+  with tempfile.TemporaryDirectory() as tmp:
+    start = time.perf_counter()
+    grid = sweep.run(config, population, f"{tmp}/grid")
+    row["grid_s"] = time.perf_counter() - start
+    row["grid_choice"], row["grid_choice_test_negative_elbo"] = chosen(grid)
+    tests, seconds = [], []
+    for seed in seeds:
+      start = time.perf_counter()
+      out = sweep.run(config, population, f"{tmp}/pbt{seed}", search="pbt", select="negative_elbo",
+                      search_seed=seed)
+      seconds.append(time.perf_counter() - start)
+      member, test = chosen(out)
+      tests.append(test)
+      row[f"pbt_seed{seed}_choice"], row[f"pbt_seed{seed}_choice_test_negative_elbo"] = member, test
+  row["pbt_mean_choice_test_negative_elbo"] = statistics.mean(tests)
+  row["pbt_gain_nats"] = row["grid_choice_test_negative_elbo"] - row["pbt_mean_choice_test_negative_elbo"]
+  row["pbt_s"] = statistics.mean(seconds)
+  row["pbt_time_over_grid"] = row["pbt_s"] / row["grid_s"]
+  return row
+
+
 def main(argv):
   if len(argv) > 1:
     cli.fail(f"unexpected arguments {argv[1:]}; flags look like --dataset=npz:mnist.npz --num_steps=3000")
   quick = harness.QUICK.value
   with harness.json_lines(harness.OUT.value) as emit, cli.clear_errors():
     emit(harness.device_info())
-    emit(run("digits" if quick else _DATASET.value, 9 if quick else _NUM_STEPS.value, quick))
+    dataset = "digits" if quick else _DATASET.value
+    if _PART.value in ("halving", "all"):
+      emit(run(dataset, 9 if quick else _NUM_STEPS.value, quick))
+    if _PART.value in ("pbt", "all"):
+      emit(run_pbt(dataset, 12 if quick else _NUM_STEPS.value, quick))
 
 
 if __name__ == "__main__":

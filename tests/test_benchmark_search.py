@@ -13,3 +13,11 @@ def test_quick_halving_against_its_grid():
   assert row["halving_choice_test_negative_elbo"] == pytest.approx(row["grid_test_negative_elbo_of_halving_choice"],
                                                                    rel=1e-5)
   assert row["grid_best_test_negative_elbo"] <= row["grid_choice_test_negative_elbo"]
+
+
+def test_quick_pbt_against_its_grid():
+  row = benchmark_search.run_pbt("digits", 12, quick=True)
+  members = {f"learning_rate={lr},beta={b}" for lr in (0.001, 0.003) for b in (1, 2)}
+  assert row["members"] == 4 and row["interval"] == 4 and row["search_seeds"] == 1
+  assert row["grid_choice"] in members and row["pbt_seed0_choice"] in members
+  assert row["pbt_s"] > 0 and abs(row["pbt_gain_nats"]) < 50
