@@ -141,11 +141,7 @@ def run(members: list[train.Member], overrides: list[dict[str, Any]], names: lis
   num_steps = config_lib.resolve_steps(config, len(carved.train_images))
   plan = {"search": "pbt", "interval": interval, "quantile": quantile, "explore": keys, "factors": list(factors),
           "metric": f"val_{metric}", "search_seed": search_seed, "members": names, "num_steps": num_steps}
-  record = workdir_lib.read_search(workdir)
-  if record is not None and {k: record.get(k) for k in plan} != plan:
-    raise sweep_spec.SweepError(f"workdir {workdir!r} holds a search with other settings or members "
-                                f"({', '.join(k for k in plan if record.get(k) != plan[k])} differ); use another "
-                                "--workdir, or pass --overwrite to discard it")
+  record = search_lib.recorded(workdir, plan)
   exploits = list(record["exploits"]) if record else []
   # The checkpoints are taken after their step's exploit: the population goes on from the newest step
   # they all have, with the hyperparameters the exploits up to it gave (later ones are met again).

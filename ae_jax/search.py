@@ -101,11 +101,7 @@ def halving(members: list[train.Member], overrides: list[dict[str, Any]], names:
   rungs = rungs or default_rungs(len(set(settings)), eta)
   steps = rung_steps(num_steps, eta=eta, rungs=rungs)
   plan = {"search": "halving", "eta": eta, "rung_steps": steps, "metric": f"val_{metric}", "members": names}
-  record = workdir_lib.read_search(workdir)
-  if record is not None and {k: record.get(k) for k in plan} != plan:
-    raise sweep_spec.SweepError(f"workdir {workdir!r} holds a search with other settings or members "
-                                f"({', '.join(k for k in plan if record.get(k) != plan[k])} differ); use another "
-                                "--workdir, or pass --overwrite to discard it")
+  record = recorded(workdir, plan)
   decisions = list(record["decisions"]) if record else []
   results: dict[int, workdir_lib.Result] = dict(finished)
   alive = [i for i in range(len(members)) if i not in finished or finished[i].done]
@@ -147,6 +143,17 @@ def halving(members: list[train.Member], overrides: list[dict[str, Any]], names:
                  ", ".join(names[i] for i in kept))
     alive = kept
   return [results[i] for i in range(len(members))]
+
+
+def recorded(workdir: str, plan: dict[str, Any]) -> dict[str, Any] | None:
+  """The search.json of `workdir` if it records this `plan` (None if there is none); SweepError if it
+  records another search, which the same command must not mix with this one."""
+  record = workdir_lib.read_search(workdir)
+  if record is not None and {k: record.get(k) for k in plan} != plan:
+    raise sweep_spec.SweepError(f"workdir {workdir!r} holds a search with other settings or members "
+                                f"({', '.join(k for k in plan if record.get(k) != plan[k])} differ); use another "
+                                "--workdir, or pass --overwrite to discard it")
+  return record
 
 
 def _score(validation: dict[str, float], metric: str) -> float:
