@@ -90,8 +90,6 @@ _ENCODERS = flags.DEFINE_list("encoders", list(ENCODERS), "Contractive encoders:
 _NAIVE_STEPS = flags.DEFINE_integer("naive_steps", 1, "Steps per timed call of the jacfwd/jacrev paths.")
 _NAIVE_MAX_BATCH = flags.DEFINE_integer(
     "naive_max_batch", 128, "Run the naive jacfwd/jacrev paths only up to this batch size (0: never).")
-_DATASET = flags.DEFINE_string("dataset", "random", "'random' (MNIST-shaped uniform noise) or any "
-                               "--config.dataset value, e.g. npz:/data/mnist.npz.")
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Side of the square float32 matmul that sets the peak.")
 _PROFILE = flags.DEFINE_string("profile_dir", "", "Trace the timed calls with jax.profiler into this "
                                "directory (TensorBoard or Perfetto); tracing slows them a little.")
@@ -379,7 +377,7 @@ def options_from_flags() -> Options:
       families=tuple(names), architectures=tuple(_ARCHITECTURE.value), batch_sizes=batch_sizes,
       paths=tuple(_PATHS.value), encoders=tuple(_ENCODERS.value), steps=harness.STEPS.value,
       naive_steps=_NAIVE_STEPS.value, naive_max_batch=_NAIVE_MAX_BATCH.value, repeats=harness.REPEATS.value,
-      num_examples=harness.NUM_EXAMPLES.value, dataset=_DATASET.value, matmul_size=_MATMUL.value,
+      num_examples=harness.NUM_EXAMPLES.value, dataset=harness.DATASET.value, matmul_size=_MATMUL.value,
       profile_dir=_PROFILE.value)
   if harness.QUICK.value:
     options = dataclasses.replace(options, **QUICK)

@@ -1,18 +1,26 @@
 """benchmarks/benchmark_sweep.py: the throughput part runs tiny; the end-to-end part runs the right commands."""
 
-import math
+import pytest
 
 from benchmarks import benchmark
 from benchmarks import benchmark_sweep
+from benchmarks import harness
 
 
-def test_throughput_reports_single_run_and_both_sweep_programs():
+def test_throughput_reports_single_run_and_both_sweep_programs(monkeypatch):
+  measure = benchmark.run_group
+
+  def known_rates(cases, *args):  # The real measurement, then rates the test knows: 100, 300 and 150 examples/s.
+    rows = measure(cases, *args)
+    assert all(row["examples_per_s"] > 0 for row in rows)
+    return [{**row, "examples_per_s": rate} for row, rate in zip(rows, (100.0, 300.0, 150.0))]
+
+  monkeypatch.setattr(benchmark, "run_group", known_rates)
   options = benchmark.Options(**{**benchmark.QUICK, "batch_sizes": (16,)})
   single, vmapped, looped = benchmark_sweep.throughput([8], 2, options)
   assert (single["members"], vmapped["members"], looped["members"]) == (1, 2, 2)
   assert (vmapped["vectorize"], looped["vectorize"]) == (True, False)
-  for row in (vmapped, looped):
-    assert row["vs_sequential"] == row["examples_per_s"] / single["examples_per_s"] > 0
+  assert (vmapped["vs_sequential"], looped["vs_sequential"]) == (3.0, 1.5)  # Over all members, vs the single run.
 
 
 def test_end_to_end_times_one_sweep_against_the_same_members_one_by_one(monkeypatch):
@@ -34,10 +42,20 @@ def test_end_to_end_times_one_sweep_against_the_same_members_one_by_one(monkeypa
   assert all(cache != sweep_cache for _, cache in singles)  # Each side starts with its own empty cache.
 
 
-def test_shared_batch_reports_own_and_shared_batches():
+def test_shared_batch_reports_own_and_shared_batches(monkeypatch):
+  measure = harness.round_robin
+
+  def known_times(calls, repeats, **kwargs):  # The real rounds, then times the test knows (median per program).
+    rounds = measure(calls, repeats, **kwargs)
+    assert len(rounds.seconds) == 3 and all(t > 0 for times in rounds.seconds for t in times)
+    return harness.Rounds([[0.2, 0.1, 0.3], [0.3, 0.3, 0.3], [0.25, 0.2, 0.4]], rounds.peaks)
+
+  monkeypatch.setattr(harness, "round_robin", known_times)
   options = benchmark.Options(**{**benchmark.QUICK, "batch_sizes": (16,)})
   own, shared = benchmark_sweep.shared_batch([8], 2, options)
   assert (own["batches"], shared["batches"]) == ("one per member", "one shared")
-  for row in (own, shared):
-    assert row["vs_sequential"] == 2 * row["single_step_s"] / row["program_step_s"] > 0
-    assert math.isfinite(row["vs_sequential"]) and row["steps"] == 2
+  assert own["steps"] == shared["steps"] == 2
+  assert own["single_step_s"] == shared["single_step_s"] == pytest.approx(0.1)  # Median 0.2 s over 2 steps.
+  assert (own["program_step_s"], shared["program_step_s"]) == pytest.approx((0.15, 0.125))
+  # 2 members one after another take 2 x 0.2 s: the programs' 0.3 s and 0.25 s are 1.33x and 1.6x faster.
+  assert (own["vs_sequential"], shared["vs_sequential"]) == pytest.approx((4 / 3, 1.6))

@@ -44,6 +44,26 @@ def test_resume_matches_an_uninterrupted_run(uninterrupted, tmp_path):
   assert [json.loads(line) for line in open(tmp_path / "metrics.jsonl")] == rows  # Nothing logged twice.
 
 
+@pytest.mark.parametrize("placement", ["device", "stream"])
+def test_resume_across_an_epoch_boundary_matches_an_uninterrupted_run(placement, tmp_path):
+  # 64 training examples at batch 16: 4 steps per epoch. Stopped at step 6 (inside epoch 1) and resumed to 12
+  # (into epoch 2): the resumed run must pick epoch 1's order up where it stopped, then draw epoch 2's. The
+  # uninterrupted run logs every 4 steps, so none of its chunks starts inside an epoch as the resumed one does.
+  rng = np.random.default_rng(0)
+  np.savez(tmp_path / "d.npz", x_train=rng.integers(0, 256, (64, 8, 8), dtype=np.uint8),
+           y_train=rng.integers(0, 10, 64), x_test=rng.integers(0, 256, (16, 8, 8), dtype=np.uint8),
+           y_test=rng.integers(0, 10, 16))
+  small = {"dataset": f"npz:{tmp_path}/d.npz", "batch_size": 16, "evaluate": "quick", "data_placement": placement}
+  every = {"log_every": 2, "eval_every": 6, "checkpoint_every": 6}
+  full = train.train_and_evaluate(_config(12, **small, log_every=4, eval_every=12, checkpoint_every=12),
+                                  str(tmp_path / "full"))
+  train.train_and_evaluate(_config(6, **small, **every), str(tmp_path / "cut"))
+  resumed = train.train_and_evaluate(_config(12, **small, **every), str(tmp_path / "cut"))
+  assert [row["step"] for row in resumed.history] == [8, 10, 12]
+  _assert_same_params(resumed.params, full.params)
+  assert resumed.test == pytest.approx(full.test, rel=1e-6)
+
+
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(uninterrupted, tmp_path, caplog):
   train.train_and_evaluate(_config(40), str(tmp_path))  # Checkpoints at 20 and 40.
   for path in glob.glob(str(tmp_path / "checkpoints" / "40" / "**" / "*"), recursive=True):

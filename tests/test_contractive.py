@@ -271,7 +271,12 @@ def test_stochastic_is_deterministic_given_key_and_differentiable():
   loss = jax.jit(lambda p, key: jnp.mean(contractive.stochastic_frobenius_sq(
       lambda xb: encode(p, xb), x, key, num_projections=2)))
   key = jax.random.key(1)
-  np.testing.assert_array_equal(loss(params, key), loss(params, key))
+  # k = 3 < d = 5: the probes are v ~ N(0, I_k), (projections, B, k) drawn from `key` alone, and the
+  # estimate is the mean over them of ||J^T v||^2, from each example's exact Jacobian (by jacfwd here).
+  jac = np.asarray(jax.vmap(jax.jacfwd(lambda xi: encode(params, xi[None])[0]))(x), np.float64)  # (B, k, d)
+  probes = np.asarray(jax.random.normal(key, (2, 3, 3)), np.float64)
+  by_hand = np.mean(np.sum(np.einsum("pbk,bkd->pbd", probes, jac) ** 2, axis=2), axis=0)
+  np.testing.assert_allclose(loss(params, key), by_hand.mean(), rtol=1e-5)
   assert float(loss(params, key)) != float(loss(params, jax.random.key(2)))
   grads = jax.jit(jax.grad(loss))(params, key)
   assert float(jnp.max(jnp.abs(grads["hidden_0"]["kernel"]))) > 0

@@ -21,7 +21,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Long enough to kill the processes between checkpoints; evaluation without pictures keeps it quick.
 CONFIG = ["--config=experiments/configs/test.py", "--config.num_steps=60", "--config.checkpoint_every=20",
           "--config.num_pictures=0", "--config.optimizer=sgd"]
-SWEEP = ["--sweep=learning_rate=1e-3,3e-3", "--config.data_placement=stream"]
+# Two members of different seeds, so of different data orders: on 2 processes x 2 devices each process holds
+# one member's state and streams that member's batches (a process reading the other's would be seen).
+SWEEP = ["--sweep=seed=0,1", "--config.data_placement=stream"]
+SWEEP_MEMBERS = [{"seed": 0}, {"seed": 1}]
 
 
 def _free_port() -> int:
@@ -118,7 +121,7 @@ def references(tmp_path_factory):
   config.update(num_steps=60, checkpoint_every=20, num_pictures=0, optimizer="sgd")
   train.train_and_evaluate(config, str(base / "run"))
   config.data_placement = "stream"
-  sweep.run(config, [{"learning_rate": 1e-3}, {"learning_rate": 3e-3}], str(base / "sweep"))
+  sweep.run(config, SWEEP_MEMBERS, str(base / "sweep"))
   return base
 
 
@@ -135,9 +138,11 @@ def test_two_processes_train_what_one_process_does(references, tmp_path):
 def test_a_sweep_over_two_processes_equals_one_process(references, tmp_path):
   outs = _wait(_two("sweep.py", [*CONFIG, *SWEEP, f"--workdir={tmp_path}"]))
   _ok(outs)
-  assert "learning_rate" in outs[0][1] and _printed(outs[1][1]) == ""
+  assert "seed" in outs[0][1] and _printed(outs[1][1]) == ""
   names = sorted(d for d in os.listdir(references / "sweep") if os.path.isdir(references / "sweep" / d))
   assert len(names) == 2
+  first, second = (_rows(references / "sweep" / name)[0] for name in names)
+  assert first["loss"] != pytest.approx(second["loss"], rel=1e-3)  # Their own data: the members differ.
   for name in names:
     _assert_same_run(tmp_path / name, references / "sweep" / name)
   with open(tmp_path / "sweep.csv", encoding="utf-8") as f, open(references / "sweep" / "sweep.csv",

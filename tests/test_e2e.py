@@ -51,7 +51,9 @@ def _assert_evaluated(result, workdir, eval_row, family):
 def test_family_trains_on_digits(family, tmp_path):
   result = train.train_and_evaluate(family_config(family), str(tmp_path))
   _assert_trained(result, str(tmp_path), family)
-  assert 0 <= result.eval["probe_accuracy"] <= 1 and result.eval["probe_accuracy_pixels"] > 0.8
+  # Ten digits: chance is 0.1, what a probe of codes misaligned with their labels scores; these codes give
+  # 0.56 (the VAE) to 0.8 after 40 steps, the pixels 0.97.
+  assert result.eval["probe_accuracy"] > 0.4 and result.eval["probe_accuracy_pixels"] > 0.9
   expected = {"reconstructions", "denoising", "latent_scatter", "curves", "eval"}
   expected |= {"vae": {"samples", "interpolations"}, "sparse": {"filters"}}.get(family, set())
   assert set(result.paths) == expected and all(os.path.exists(p) for p in result.paths.values())

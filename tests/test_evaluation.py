@@ -10,8 +10,11 @@ from sklearn import datasets
 
 from ae_jax import batching
 from ae_jax import evaluation
+from ae_jax import evaluators
+from ae_jax import families
 from ae_jax import likelihood
 from ae_jax.losses import reconstruction
+from tests.conftest import family_config
 
 
 def test_reconstruction_errors_hand_numbers():
@@ -69,6 +72,16 @@ def test_pca_baseline_exact_subspace():
   assert clamped["mse"] > 0
 
 
+def test_pca_baseline_keeps_the_largest_variance_directions():
+  # Train points +-3 e1 and +-1 e2 (mean 0, variances 9 and 1 along two axes of 3): one component keeps e1, so
+  # the test point (1, 2, 3) loses 2^2 + 3^2 = 13; two keep e1 and e2 and it loses 9; none, 14.
+  train = np.array([[3.0, 0, 0], [-3.0, 0, 0], [0, 1.0, 0], [0, -1.0, 0]])
+  test = np.array([[1.0, 2.0, 3.0]])
+  for k, sse in ((0, 14.0), (1, 13.0), (2, 9.0)):
+    out = evaluation.pca_baseline(train, test, num_components=k)
+    assert out == pytest.approx({"mse": sse / 3, "sse": sse}), k
+
+
 def test_sparsity_stats_hand_codes():
   codes = np.array([
       [0.0, 0.5, 0.0, 0.0],
@@ -81,6 +94,35 @@ def test_sparsity_stats_hand_codes():
   assert out["mean_activation"] == pytest.approx((0.5 + 0.2 + 0.3 + 1e-4 - 0.4) / 12)
   assert out["mean_abs_activation"] == pytest.approx((0.5 + 0.2 + 0.3 + 1e-4 + 0.4) / 12)
   assert out["dead_fraction"] == pytest.approx(0.5)  # Units 2 and 3.
+
+
+def test_sparsity_stats_count_units_above_1e_3_by_default():
+  # The default threshold, 1e-3: 9e-4 is off, 1.1e-3 on (a changed default moves l0 and dead_fraction).
+  codes = np.array([[9e-4, 1.1e-3, 0.0, 0.5], [-9e-4, 0.0, 0.0, -2e-3]])
+  out = evaluation.sparsity_stats(codes)
+  assert out["l0_threshold"] == 1e-3 and out["l0"] == 1.5 and out["dead_fraction"] == 0.5
+
+
+@pytest.mark.parametrize("family,overrides,threshold,l0", [
+    ("sparse", {"code_activation": "sigmoid"}, 0.1, 1.0),  # Bounded codes: on above 10% of full scale.
+    ("sparse", {"code_activation": "tanh"}, 0.1, 1.0),
+    ("sparse", {"sparsity": "l1", "code_activation": "relu"}, 1e-3, 2.5),  # Exactly 0 when off: above 1e-3.
+    ("undercomplete", {"code_activation": "linear"}, 1e-3, 2.5),
+])
+def test_the_sparsity_evaluator_counts_codes_above_the_family_threshold(family, overrides, threshold, l0):
+  config = family_config(family)
+  config.update(overrides)
+  codes = np.array([[0.11, 0.09, 2e-3, 5e-4], [0.2, 0.05, 0.0, 1e-4]])
+  ctx = evaluators.Context(config, families.get(family), None, None, {}, {}, codes)
+  metrics = evaluators.sparsity_metrics(ctx)
+  assert metrics["l0_threshold"] == threshold and metrics["l0"] == l0
+  assert evaluators.l0_threshold(config) == threshold
+
+
+def test_the_sparsity_evaluator_skips_a_variational_code():
+  config = family_config("vae")
+  ctx = evaluators.Context(config, families.get("vae"), None, None, {}, {}, np.ones((2, 3)))
+  assert evaluators.sparsity_metrics(ctx) == {} and evaluators.l0_threshold(config) == 1e-3
 
 
 def test_linear_probe_separable_and_pixels():
@@ -126,6 +168,45 @@ def test_active_units_hand_data():
   means = np.array([[0.0, 1.0, 0.0], [0.0, -1.0, 0.05], [0.0, 1.0, -0.05], [0.0, -1.0, 0.0]])
   assert likelihood.active_units(means) == 1  # Variances 0, 1, 0.00125.
   assert likelihood.active_units(means, threshold=1e-3) == 2
+
+
+def test_active_units_default_threshold_is_a_variance_of_0_01():
+  # Population variances 0.009 and 0.011 either side of Burda et al.'s 0.01: one active unit by default.
+  signs = np.array([[1.0], [-1.0], [1.0], [-1.0]])
+  means = signs * np.sqrt([0.009, 0.011])
+  np.testing.assert_allclose(means.var(axis=0), [0.009, 0.011])
+  assert likelihood.active_units(means) == 1
+
+
+def test_jacobian_stats_default_step_is_1e_3_rms_per_pixel():
+  # z = sum(x^2) at x = 0: z(delta) - z(0) = ||delta||^2, so the gain is ||delta|| = eps * sqrt(d) = 1e-3 * 2.
+  out = evaluation.jacobian_stats(lambda v: jnp.sum(jnp.square(v), axis=1, keepdims=True), np.zeros((3, 4)),
+                                  jax.random.key(0))
+  assert out["latent_sensitivity"] == pytest.approx(2e-3, rel=1e-4) and out["jacobian_frobenius_sq"] == 0.0
+
+
+def _clipped_gaussian_mse(sigma: float, half_range: float = 0.5) -> float:
+  """E[clip(sigma n, -a, a)^2], n ~ N(0, 1): the MSE of clip(0.5 + sigma n, 0, 1) around 0.5, by hand."""
+  c = half_range / sigma
+  inside = 2 * 0.5 * (1 + math.erf(c / math.sqrt(2))) - 1  # P(|n| < c)
+  pdf = math.exp(-c * c / 2) / math.sqrt(2 * math.pi)
+  return sigma**2 * (inside - 2 * c * pdf) + half_range**2 * (1 - inside)
+
+
+def test_denoising_stats_default_corruptions_known_values():
+  # Grey images (0.5) and a model that returns grey: the noisy PSNR of each default corruption is known by
+  # hand (masking r: MSE 0.25 r; Gaussian sigma: the clipped MSE above), the denoised one is the floor's
+  # 10 log10(1 / 1e-10) = 100 dB. 64 images of 32 x 32 pixels: about 0.05 dB of sampling noise.
+  x = np.full((64, 32, 32, 1), 0.5, np.float32)
+  grey = jax.jit(lambda v: jnp.full_like(v, 0.5))
+  out = evaluation.denoising_stats(grey, x, jax.random.key(0))
+  expected = {f"gaussian_{s}": -10 * math.log10(_clipped_gaussian_mse(s)) for s in (0.1, 0.3, 0.5)}
+  expected |= {f"masking_{r}": -10 * math.log10(0.25 * r) for r in (0.1, 0.25, 0.4)}
+  assert {k.split("/")[1] for k in out if k.startswith("psnr_noisy/")} == set(expected)
+  for name, db in expected.items():
+    assert out[f"psnr_noisy/{name}"] == pytest.approx(db, abs=0.2), name
+    assert out[f"psnr_denoised/{name}"] == 100.0 and out[f"psnr_gain/{name}"] == pytest.approx(100.0 - db, abs=0.2)
+  assert out["psnr_clean"] == 100.0
 
 
 def test_denoising_stats_identity_model():
@@ -255,6 +336,22 @@ def test_vae_terms_and_iwae_bernoulli():
   assert gaussian["elbo_reconstruction"] > 4 * 0.5 * math.log(2 * math.pi)  # Unit variance: >= the constant.
   with pytest.raises(ValueError, match="unknown likelihood"):
     likelihood.vae_terms(encode, decode, x, key, likelihood="poisson")
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "gaussian"])
+def test_named_likelihoods_are_minus_their_reconstruction_terms(name):
+  # The IWAE estimate's fast named likelihoods (broadcast over samples) against the definition, minus the
+  # reconstruction term of that kind, passed as a callable: the same draws, so the same estimate.
+  rng = np.random.default_rng(9)
+  x = jnp.asarray(rng.uniform(size=(5, 2, 2, 1)), jnp.float32)
+  proj = jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)
+  back = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
+  encode = lambda v: (v.reshape(v.shape[0], -1) @ proj, jnp.full((v.shape[0], 3), -0.5))
+  decode = lambda z: (z @ back).reshape(z.shape[0], 2, 2, 1)
+  defined = lambda logits, v: -reconstruction.from_logits(logits, v, kind=name)
+  run = lambda likelihood_: likelihood.iwae_log_likelihood(encode, decode, x, jax.random.key(2), num_samples=6,
+                                                           chunk_size=4, likelihood=likelihood_)
+  np.testing.assert_allclose(run(name), run(defined), rtol=1e-5)
 
 
 def test_a_long_evaluation_logs_its_progress(monkeypatch, caplog):

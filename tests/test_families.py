@@ -5,12 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ae_jax import data
 from ae_jax import families
 from ae_jax import hparams
 from ae_jax import models
+from ae_jax import program as program_lib
 from ae_jax import user_terms
+from ae_jax.losses import corruption
 from ae_jax.losses import reconstruction
-from ae_jax.losses import sparsity
 from ae_jax.losses import variational
 from tests.conftest import family_config
 
@@ -44,12 +46,34 @@ def _setup(family, **overrides):
   return config, model, params, batch, keys
 
 
+# The loss from the named terms and the config's weights: what each family adds to its reconstruction.
+_WEIGHTED_TERMS = {"undercomplete": {}, "denoising": {}, "sparse": {"loss_kl": "sparsity_weight"},
+                   "contractive": {"loss_contractive": "contractive_weight"}, "vae": {"loss_kl": "beta"}}
+
+
+def bernoulli_nll(logits, x) -> np.ndarray:
+  """-log Bernoulli(x | sigmoid(logits)) per example, in float64 by hand: sum softplus(l) - x l."""
+  logits = np.asarray(logits, np.float64).reshape(len(logits), -1)
+  x = np.asarray(x, np.float64).reshape(len(x), -1)
+  return (np.logaddexp(0.0, logits) - x * logits).sum(axis=1)
+
+
+def _with_output_bias(params, value, kernel_scale=1.0):
+  """`params` with the decoder's output bias set to `value` (logits away from 0), its kernel scaled."""
+  logits = {"kernel": kernel_scale * params["decoder"]["logits"]["kernel"],
+            "bias": jnp.full_like(params["decoder"]["logits"]["bias"], value)}
+  return {**params, "decoder": {**params["decoder"], "logits": logits}}
+
+
 @pytest.mark.parametrize("family", families.NAMES)
 def test_every_family_returns_scalar_and_named_terms(family):
   config, model, params, batch, keys = _setup(family)
   loss, terms = jax.jit(build(config, model))(params, batch, keys)
   assert loss.shape == () and np.isfinite(loss)
-  assert terms["loss"] == loss and "loss_rec" in terms
+  weighted = _WEIGHTED_TERMS[family]
+  assert set(terms) == {"loss", "loss_rec", *weighted}
+  expected = terms["loss_rec"] + sum(config[weight] * terms[name] for name, weight in weighted.items())
+  np.testing.assert_allclose(terms["loss"], expected, rtol=1e-6)
   grads = jax.grad(lambda p: build(config, model)(p, batch, keys)[0])(params)
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
@@ -58,28 +82,65 @@ def test_undercomplete_is_the_mean_reconstruction():
   config, model, params, batch, keys = _setup("undercomplete")
   loss, _ = build(config, model)(params, batch, keys)
   _, logits = model.apply({"params": params}, batch["image"])
-  np.testing.assert_allclose(loss, reconstruction.bernoulli(logits, batch["image"]).mean(), rtol=1e-6)
+  np.testing.assert_allclose(loss, bernoulli_nll(logits, batch["image"]).mean(), rtol=1e-5)
 
 
-def test_sparse_kl_adds_weighted_penalty():
-  config, model, params, batch, keys = _setup("sparse", sparsity_weight=0.5)
+def test_sparse_kl_penalises_the_mean_code_against_rho_in_that_order():
+  # KL(rho || rho_hat_j) summed over units, rho_hat_j unit j's mean sigmoid code over the batch (by hand).
+  config, model, params, batch, keys = _setup("sparse", sparsity_weight=0.5, rho=0.2)
   loss, terms = build(config, model)(params, batch, keys)
-  code, _ = model.apply({"params": params}, batch["image"])
-  np.testing.assert_allclose(terms["loss_kl"], sparsity.kl_divergence(code, rho=config.rho).sum(), rtol=1e-5)
-  np.testing.assert_allclose(loss, terms["loss_rec"] + 0.5 * terms["loss_kl"], rtol=1e-6)
+  code, logits = (np.asarray(a, np.float64) for a in model.apply({"params": params}, batch["image"]))
+  rho, rho_hat = 0.2, code.mean(axis=0)
+  kl = np.sum(rho * np.log(rho / rho_hat) + (1 - rho) * np.log((1 - rho) / (1 - rho_hat)))
+  swapped = np.sum(rho_hat * np.log(rho_hat / rho) + (1 - rho_hat) * np.log((1 - rho_hat) / (1 - rho)))
+  assert abs(kl - swapped) > 0.05 * kl  # The two directions are told apart here.
+  np.testing.assert_allclose(terms["loss_kl"], kl, rtol=1e-5)
+  rec = bernoulli_nll(logits, batch["image"]).mean()
+  np.testing.assert_allclose(terms["loss_rec"], rec, rtol=1e-5)
+  np.testing.assert_allclose(loss, rec + 0.5 * kl, rtol=1e-5)
 
 
-def test_denoising_compares_reconstruction_of_noisy_input_with_clean_input():
+def test_sparse_l1_penalises_the_code():
+  # The batch mean of sum_j |z_j|: the code, not the output or the input.
+  config, model, params, batch, keys = _setup("sparse", sparsity="l1", sparsity_weight=0.5,
+                                              code_activation="linear")
+  loss, terms = build(config, model)(params, batch, keys)
+  code, logits = (np.asarray(a, np.float64) for a in model.apply({"params": params}, batch["image"]))
+  l1 = np.abs(code).sum(axis=1).mean()
+  np.testing.assert_allclose(terms["loss_l1"], l1, rtol=1e-5)
+  np.testing.assert_allclose(loss, bernoulli_nll(logits, batch["image"]).mean() + 0.5 * l1, rtol=1e-5)
+
+
+def test_denoising_with_no_noise_is_the_undercomplete_loss():
   config, model, params, batch, keys = _setup("denoising", noise="masking", noise_level=0.0)
   clean, _ = build(config, model)(params, batch, keys)
   config_u = family_config("undercomplete")
   config_u.update({"widths": config.widths, "latent_dim": config.latent_dim})
   np.testing.assert_allclose(clean, build(config_u, model)(params, batch, keys)[0], rtol=1e-6)
-  config.noise_level = 0.5
-  noisy, _ = build(config, model)(params, batch, keys)
-  assert noisy != clean  # The encoder saw a different input; the target stayed clean.
-  # Different per-example keys give different noise; the same keys give the same loss.
-  assert noisy == build(config, model)(params, batch, keys)[0]
+
+
+@pytest.mark.parametrize("noise,level", [("masking", 0.5), ("gaussian", 0.5), ("salt_and_pepper", 0.3)])
+def test_denoising_reconstructs_the_clean_input_from_the_corrupted_one(noise, level):
+  # At initialisation the output logits are near 0, where the Bernoulli loss is log 2 whatever the target: an
+  # output bias of 3 makes the clean and the corrupted target differ, a larger kernel the clean and corrupted input.
+  config, model, params, batch, keys = _setup("denoising", noise=noise, noise_level=level)
+  params = _with_output_bias(params, 3.0, kernel_scale=4.0)
+  loss, terms = build(config, model)(params, batch, keys)
+  x = np.asarray(batch["image"])
+  # Each example's noise comes from the second stream of its own key (fold_in(key, 1)).
+  noise_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, 1)
+  x_in = np.asarray(jax.vmap(lambda k, xi: corruption.corrupt(k, xi, kind=noise, level=level))(noise_keys, x))
+  assert np.abs(x_in - x).mean() > 0.05  # The encoder saw a corrupted batch...
+  logits = lambda images: np.asarray(model.apply({"params": params}, images)[1])
+  expected = bernoulli_nll(logits(x_in), x).mean()  # ...and the loss compares its reconstruction with x.
+  np.testing.assert_allclose(loss, expected, rtol=1e-5)
+  np.testing.assert_allclose(terms["loss_rec"], expected, rtol=1e-5)
+  for wrong in (bernoulli_nll(logits(x_in), x_in).mean(),  # Compared with the corrupted input.
+                bernoulli_nll(logits(x), x).mean()):  # The clean input encoded: no corruption at all.
+    assert abs(wrong - expected) > 1e-3 * expected, (wrong, expected)  # 100x the tolerance.
+  # The same keys draw the same noise; others draw other noise.
+  assert build(config, model)(params, batch, keys)[0] == loss
+  assert build(config, model)(params, batch, keys[::-1])[0] != loss
 
 
 def test_vae_loss_is_rec_plus_beta_kl():
@@ -90,11 +151,108 @@ def test_vae_loss_is_rec_plus_beta_kl():
   np.testing.assert_allclose(terms["loss_kl"], variational.kl_standard_normal(mean, logvar).mean(), rtol=1e-6)
 
 
-def test_contractive_adds_weighted_jacobian_penalty():
-  config, model, params, batch, keys = _setup("contractive", contractive_weight=2.0)
+@pytest.mark.parametrize("path", ["auto", "jacfwd", "jacrev"])
+@pytest.mark.parametrize("code_activation", ["linear", "sigmoid"])
+def test_contractive_penalty_is_the_encoder_jacobians_squared_frobenius_norm(code_activation, path):
+  # One layer z = s(x W + b): J = diag(s'(a)) W^T, so ||J||_F^2 = sum_j s'(a_j)^2 sum_i W_ij^2 (by hand),
+  # sum(W^2) for a linear code, whatever x.
+  config, model, params, batch, keys = _setup("contractive", widths=(), code_activation=code_activation,
+                                              contractive_weight=2.0, contractive_path=path)
   loss, terms = build(config, model)(params, batch, keys)
-  assert terms["loss_contractive"] > 0
-  np.testing.assert_allclose(loss, terms["loss_rec"] + 2.0 * terms["loss_contractive"], rtol=1e-6)
+  w = np.asarray(params["encoder"]["code"]["kernel"], np.float64)
+  b = np.asarray(params["encoder"]["code"]["bias"], np.float64)
+  x = np.asarray(batch["image"], np.float64).reshape(6, -1)
+  if code_activation == "linear":
+    penalty = np.full(6, np.square(w).sum())
+  else:
+    s = 1.0 / (1.0 + np.exp(-(x @ w + b)))
+    penalty = (np.square(s * (1 - s)) * np.square(w).sum(axis=0)).sum(axis=1)
+  np.testing.assert_allclose(terms["loss_contractive"], penalty.mean(), rtol=1e-5)
+  rec = bernoulli_nll(model.apply({"params": params}, batch["image"])[1], x).mean()
+  np.testing.assert_allclose(loss, rec + 2.0 * penalty.mean(), rtol=1e-5)
+
+
+def test_undercomplete_linear_autoencoder_spans_the_pca_subspace():
+  # Data near a 3-dim subspace of 16 pixels, in sigmoid's near-linear range around 0.5: a linear AE with 3
+  # codes trained on the squared error learns PCA's subspace (Baldi & Hornik 1989). The decoder's columns
+  # span it; the encoder's components off the subspace meet only the noise, so they are left free.
+  rng = np.random.default_rng(0)
+  n, d, k = 256, 16, 3
+  basis = np.linalg.qr(rng.normal(size=(d, k)))[0].T
+  x = 0.5 + 0.04 * (rng.normal(size=(n, k)) * [3.0, 2.0, 1.5]) @ basis + 0.002 * rng.normal(size=(n, d))
+  images, labels = x.reshape(n, 4, 4, 1).astype(np.float32), np.zeros(n, np.int32)
+  config = family_config("undercomplete")
+  config.update(widths=(), latent_dim=k, code_activation="linear", reconstruction="squared_error", batch_size=64,
+                learning_rate=1e-2, num_steps=1000)
+  program = program_lib.build(config, data.Dataset(images, labels, images, labels, "subspace"),
+                              [hparams.from_config(config)], devices=jax.devices()[:1])
+  state, _ = program.feed.run(program.init_state(), program.hp, 0, 1000)
+  program.feed.close()
+  params = jax.tree.map(lambda a: np.asarray(a)[0], state.params)
+  centred = x - x.mean(axis=0)
+  pca = np.linalg.svd(centred, full_matrices=False)[2][:k].T  # (d, k): the top principal directions.
+  decoder = np.asarray(params["decoder"]["logits"]["kernel"], np.float64).T  # (d, k)
+  off = np.linalg.norm(decoder - pca @ (pca.T @ decoder)) / np.linalg.norm(decoder)
+  assert off < 0.05, off  # A random 3-dim subspace leaves about sqrt(13 / 16) = 0.9 off.
+  recon = jax.nn.sigmoid(program.model.apply({"params": params}, images)[1])
+  sse = np.square(np.asarray(recon, np.float64).reshape(n, -1) - x).sum(axis=1).mean()
+  pca_sse = np.square(centred - centred @ pca @ pca.T).sum(axis=1).mean()
+  assert sse < 2 * pca_sse, (sse, pca_sse)  # Near the linear optimum (PCA's), which is 0.04^2 * 10 below the mean.
+
+
+def _vae_known_posterior(objective="elbo", samples=1, *, beta=1.0, q_mean=0.0, q_logvar=0.0):
+  """A VAE whose decoder ignores z (a zero output kernel, output logits b), so p(z | x) = p(z) and
+  log p(x) = log Bernoulli(x | sigmoid(b)) in closed form; its encoder gives q(z | x) = N(q_mean,
+  exp(q_logvar)) for every x (zero head kernels). Returns the family's loss, the batch and log p(x)."""
+  config, model, params, batch, keys = _setup("vae", vae_objective=objective, vae_samples=samples, beta=beta)
+  params = jax.tree.map(np.array, params)
+  b = np.random.default_rng(0).normal(0.0, 2.0, params["decoder"]["logits"]["bias"].shape).astype(np.float32)
+  params["decoder"]["logits"] = {"kernel": np.zeros_like(params["decoder"]["logits"]["kernel"]), "bias": b}
+  for head, value in (("mean", q_mean), ("logvar", q_logvar)):
+    bias = np.broadcast_to(np.asarray(value, np.float32), params["encoder"][head]["bias"].shape)
+    params["encoder"][head] = {"kernel": np.zeros_like(params["encoder"][head]["kernel"]), "bias": bias.copy()}
+  log_px = -bernoulli_nll(np.broadcast_to(b, (6, b.size)), batch["image"])
+  loss_fn = jax.jit(build(config, model))
+  return lambda k: loss_fn(params, batch, k), keys, log_px
+
+
+@pytest.mark.parametrize("objective,samples", [("elbo", 1), ("elbo", 3), ("iwae", 1), ("iwae", 5)])
+def test_vae_bounds_are_log_px_when_q_is_the_posterior(objective, samples):
+  # q = p(z | x) = N(0, I): every importance weight is p(x), so the ELBO and the IWAE bound (of any k: its
+  # mean of k equal weights) are log p(x) exactly, and the KL is 0.
+  loss_fn, keys, log_px = _vae_known_posterior(objective, samples)
+  loss, terms = loss_fn(keys)
+  np.testing.assert_allclose(loss, -log_px.mean(), rtol=1e-5)
+  np.testing.assert_allclose(terms["loss_rec"], -log_px.mean(), rtol=1e-5)
+  assert abs(float(terms["loss_kl"])) < 1e-6
+
+
+_Q_MEAN = np.array([0.3, -0.3, 0.2, 0.0, -0.1, 0.25, 0.0, 0.1])
+_Q_LOGVAR = np.array([0.3, -0.3, 0.0, 0.2, -0.2, 0.1, 0.0, -0.1])
+_KL = 0.5 * np.sum(_Q_MEAN**2 + np.exp(_Q_LOGVAR) - 1.0 - _Q_LOGVAR)  # KL(q || p(z | x)), by hand.
+
+
+def test_vae_negative_elbo_is_minus_log_px_plus_beta_kl_exactly():
+  # p(x | z) does not depend on z, so -ELBO = -log p(x) + beta KL(q || N(0, I)) with no sampling noise.
+  loss_fn, keys, log_px = _vae_known_posterior("elbo", 2, beta=3.0, q_mean=_Q_MEAN, q_logvar=_Q_LOGVAR)
+  loss, terms = loss_fn(keys)
+  np.testing.assert_allclose(terms["loss_kl"], _KL, rtol=1e-5)
+  np.testing.assert_allclose(terms["loss_rec"], -log_px.mean(), rtol=1e-5)
+  np.testing.assert_allclose(loss, -log_px.mean() + 3.0 * _KL, rtol=1e-5)
+
+
+def test_iwae_goes_from_the_elbo_at_one_sample_to_log_px_with_many():
+  # For a q off the posterior: IWAE(k = 1) is the ELBO in expectation, -log p(x) + KL; IWAE(k = 200) is
+  # within a few thousandths of a nat of -log p(x) (the gap is about Var(w) / (2 k)).
+  many = jax.random.split(jax.random.key(5), 200)
+  means = {}
+  for k in (1, 200):
+    loss_fn, _, log_px = _vae_known_posterior("iwae", k, q_mean=_Q_MEAN, q_logvar=_Q_LOGVAR)
+    losses = np.asarray(jax.vmap(lambda key: loss_fn(jax.random.split(key, 6))[0])(many), np.float64)
+    means[k] = (losses.mean() + log_px.mean(), losses.std() / np.sqrt(len(many)))  # Minus -log p(x).
+  (one, se_one), (lots, se_lots) = means[1], means[200]
+  assert abs(one - _KL) < 4 * se_one + 1e-3, (one, se_one, _KL)
+  assert 0 <= lots + 4 * se_lots and lots < 0.02 * _KL + 4 * se_lots, (lots, se_lots, _KL)
 
 
 def test_user_term_by_import_path():
@@ -136,8 +294,14 @@ def _topk_setup(**overrides):
 
 def test_topk_code_has_k_active_units_and_auxk_revives_dead_ones():
   config, model, params, batch, keys = _topk_setup()
-  code = model.apply({"params": params}, batch["image"], method="encode")
-  assert np.all(np.sum(np.asarray(code) > 0, axis=1) <= 3)
+  code, sown = model.apply({"params": params}, batch["image"], method="encode", mutable=["intermediates"])
+  # The code is relu of each example's 3 largest pre-codes (by hand), 0 elsewhere.
+  pre = np.asarray(sown["intermediates"]["encoder"]["pre_code"][0])
+  top3 = np.argsort(-pre, axis=1)[:, :3]
+  expected = np.zeros_like(pre)
+  np.put_along_axis(expected, top3, np.maximum(np.take_along_axis(pre, top3, axis=1), 0.0), axis=1)
+  np.testing.assert_array_equal(code, expected)
+  assert np.sum(expected > 0) > 2 * 6  # Most of the top 3 are positive here: k is told apart from k - 1.
   loss, terms = build(config, model)(params, batch, keys)
   assert terms["batch_dead_fraction"] > 0 and terms["loss_auxk"] > 0
   np.testing.assert_allclose(loss, terms["loss_rec"] + config.auxk_weight * terms["loss_auxk"], rtol=1e-6)
@@ -145,6 +309,30 @@ def test_topk_code_has_k_active_units_and_auxk_revives_dead_ones():
   dead = np.asarray(np.sum(np.asarray(code) > 0, axis=0) == 0)
   grad_aux = jax.grad(lambda p: build(config, model)(p, batch, keys)[1]["loss_auxk"])(params)
   assert np.abs(np.asarray(grad_aux["encoder"]["code"]["kernel"])[:, dead]).sum() > 0
+
+
+def test_auxk_loss_is_the_dead_units_model_of_the_residual_by_hand():
+  # AuxK (Gao et al. 2024): relu of the auxk = 4 largest pre-codes among the dead units (silent for the whole
+  # batch here) is added to the code; what that changes in the decoded image is compared with the residual.
+  # TopK 2 of 16 units for 6 examples leaves at least 4 dead; a code bias of 1 makes their pre-codes positive.
+  config, model, params, batch, keys = _topk_setup(latent_dim=16, topk=2)
+  params["encoder"]["code"]["bias"] = jnp.ones(16)
+  _, terms = build(config, model)(params, batch, keys)
+  x = np.asarray(batch["image"], np.float64).reshape(6, -1)
+  code, sown = model.apply({"params": params}, batch["image"], method="encode", mutable=["intermediates"])
+  code, pre = np.asarray(code), np.asarray(sown["intermediates"]["encoder"]["pre_code"][0])
+  dead = ~(code > 0).any(axis=0)
+  decode = lambda z: 1 / (1 + np.exp(-np.asarray(model.apply({"params": params}, jnp.asarray(z, jnp.float32),
+                                                                     method="decode"), np.float64).reshape(6, -1)))
+
+  def auxk(k):
+    masked = np.where(dead, pre, -np.inf)
+    kth = np.sort(masked, axis=1)[:, -k:-k + 1]
+    aux = np.where(dead & (masked >= kth), np.maximum(pre, 0.0), 0.0)
+    return np.square(decode(code + aux) - decode(code) - (x - decode(code))).sum(axis=1).mean()
+
+  np.testing.assert_allclose(terms["loss_auxk"], auxk(4), rtol=1e-4)
+  assert abs(auxk(4) - auxk(2)) > 1e-3 * auxk(4)  # auxk is told apart from topk (2) here.
 
 
 def test_auxk_is_exactly_zero_without_dead_units():

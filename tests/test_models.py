@@ -23,9 +23,15 @@ def test_vae_returns_mean_and_logvar(architecture, widths):
   model = models.build(architecture=architecture, input_shape=(8, 8, 1), latent_dim=3, widths=widths,
                        variational=True)
   params = models.init(model, jax.random.key(0), (8, 8, 1))
-  mean, logvar = model.apply({"params": params}, jnp.ones((2, 8, 8, 1)), method="encode")
+  x = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1))
+  mean, logvar = model.apply({"params": params}, x, method="encode")
   assert mean.shape == logvar.shape == (2, 3)
-  assert not np.allclose(mean, logvar)
+  # Each is its own Dense head on the trunk's features: "mean" gives the mean, "logvar" the log-variance.
+  h = np.asarray(model.apply({"params": params}, x, method=lambda m, v: m.encoder.trunk(v)), np.float64)
+  for value, head in ((mean, "mean"), (logvar, "logvar")):
+    kernel, bias = (np.asarray(params["encoder"][head][k], np.float64) for k in ("kernel", "bias"))
+    np.testing.assert_allclose(value, h @ kernel + bias, rtol=1e-5, atol=1e-6)
+  assert np.abs(np.asarray(mean) - np.asarray(logvar)).max() > 0.1
 
 
 def test_mlp_layers_and_overcomplete_code():

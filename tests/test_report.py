@@ -140,6 +140,20 @@ def test_an_unknown_evaluate_value_is_one_config_error(value):
     config_lib.validate(config)
 
 
+def test_the_defaults_that_decide_what_is_measured():
+  # Each changes the numbers every run reports, so eval.json of runs before and after would not compare.
+  from configs import default  # pylint: disable=g-import-not-at-top
+
+  c = default.get_config()
+  assert (c.evaluate, c.iwae_samples, c.probe_examples, c.probe_max_iter) == ("full", 1000, 0, 1000)
+  assert (c.reconstruction, c.dead_after, c.binarize) == ("bernoulli", 10_000, "none")
+  assert config_lib.EVAL_PRESETS == {"full": config_lib.EVAL_GROUPS, "quick": ("sparsity",)}
+  assert set(config_lib.EVAL_GROUPS) == {"pca", "probe", "jacobian", "sparsity", "denoising", "likelihood"}
+  # The probe's fixed training subset (PROBE_SUBSET_SEED), and which draws each evaluator's key makes.
+  np.testing.assert_array_equal(evaluators.probe_subset(20, 5), [5, 6, 9, 10, 13])
+  assert evaluators.KEY_NAMES == ("jacobian", "denoising", "elbo", "likelihood")
+
+
 def test_metrics_match_evaluation_on_the_same_data(sparse, digits):
   config, model, params, metrics = sparse
   pca = evaluation.pca_baseline(digits.train_images, digits.test_images, num_components=config.latent_dim)

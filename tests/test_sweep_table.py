@@ -133,7 +133,7 @@ def test_write_produces_the_three_files(tmp_path):
                    "png": str(tmp_path / "out" / "sweep.png")}
   with open(paths["csv"], encoding="utf-8", newline="") as f:
     table = list(csv.DictReader(f))
-  assert list(table[0]) == ["beta", "seed", "status", "test_loss", "log_likelihood"]
+  assert list(table[0]) == ["member", "beta", "seed", "status", "test_loss", "log_likelihood"]
   assert [float(r["test_loss"]) for r in table[:3]] == [1.0, 3.0, 5.0]
   assert math.isnan(float(table[3]["test_loss"])) and table[3]["status"] == "diverged at step 40"
   assert [(float(r["beta"]), int(r["seed"])) for r in table] == [(1, 0), (1, 1), (4, 0), (4, 1)]

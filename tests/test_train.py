@@ -59,6 +59,45 @@ def test_one_and_four_devices_give_the_same_parameters(family, overrides):
     np.testing.assert_array_equal(a, b)
 
 
+def test_the_data_parallel_step_applies_the_mean_gradient_of_the_whole_batch():
+  # SGD's first step (momentum's trace starts at 0) is params - lr * g. With the batch split over 4 devices,
+  # g must be the gradient of the mean loss over the whole batch, computed here outside the mesh by hand:
+  # a device's own quarter, or the sum of the 4 devices' gradients, gives other parameters. (Dropping the
+  # all-reduce outright fails shard_map's type check when the step is traced; with the check off it traces,
+  # and this sees one device's gradient: tests/mutants.py has both.)
+  config = family_config("undercomplete")
+  config.update({"batch_size": 16, "optimizer": "sgd", "learning_rate": 0.5})
+  images = np.asarray(jax.random.uniform(jax.random.key(1), (NUM_EXAMPLES, 8, 8, 1)))
+  labels = np.zeros(NUM_EXAMPLES, np.int32)
+  hp = hparams.from_config(config)
+  program = program_lib.build(config, data.Dataset(images, labels, images, labels, "random"), [hp],
+                              devices=jax.devices()[:4])
+  assert program.mesh.shape["data"] == 4
+  state = program.init_state()
+  params = jax.tree.map(lambda a: np.asarray(a)[0], state.params)
+  x = images[:16]
+  new, metrics = jax.jit(program.step)(state, {"image": x[None], "label": labels[None, :16]}, program.hp, 0)
+  keys = jax.random.split(jax.random.key(0), 16)  # The undercomplete loss draws nothing.
+  whole = lambda p, xb: program.loss(p, {"image": xb, "label": labels[:len(xb)]}, keys[:len(xb)], hp, {})[0]
+  grads = jax.grad(whole)(params, x)
+  expected = jax.tree.map(lambda p, g: p - 0.5 * g, params, grads)
+  for got, want in zip(jax.tree.leaves(new.params), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(np.asarray(got)[0], want, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(metrics["loss"][0], whole(params, x), rtol=1e-5)
+  quarter = jax.grad(whole)(params, x[:4])  # What one device's shard alone would give: told apart here.
+  assert max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(quarter))) > 1e-3
+
+
+def test_streamed_members_of_different_seeds_read_their_own_batches():
+  # Two members, two data orders: streamed from the host (on a 2 x 2 mesh) they train on the batches the
+  # device feed gives each; a member reading the other's batches would match the other's seed instead.
+  members = [{"seed": 0}, {"seed": 1}]
+  device, _ = _run("denoising", jax.devices()[:4], chunks=(3, 3, 2), members=members)
+  host, _ = _run("denoising", jax.devices()[:4], chunks=(3, 3, 2), members=members, placement="stream")
+  for x, y in zip(jax.tree.leaves(device.params), jax.tree.leaves(host.params)):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
 def test_chunking_does_not_change_the_result():
   # Data order and noise are pure functions of (key, step): 6 steps as 6x1 equal 2x3 equal 1x6.
   a, _ = _run("denoising", jax.devices()[:1], chunks=(6,))
