@@ -2,10 +2,10 @@
 equal compute.
 
   python -m benchmarks.benchmark_search --dataset=npz:/path/to/mnist.npz --out=bench_search.jsonl
-  python -m benchmarks.benchmark_search --part=pbt --num_steps=1000 --dataset=npz:/path/to/mnist.npz
+  python -m benchmarks.benchmark_search --search=pbt --num_steps=1000 --dataset=npz:/path/to/mnist.npz
   python -m benchmarks.benchmark_search --quick      # CI: the digits, tiny; the numbers mean nothing
 
-Halving (`--part=halving`):
+Halving (`--search=halving`):
 
 The VAE 784-400-20 (experiments/configs/vae.py with widths (400,), latent 20, batch 128) over 3
 learning rates x 3 betas x 3 seeds = 27 members, `--num_steps` steps, a 10% validation split, the
@@ -16,7 +16,7 @@ averaged), each into a fresh workdir, the grid first. Both choose on validation 
 grid the setting with the lowest mean validation -ELBO over its seeds, halving its survivor. Printed:
 each side's wall seconds, halving / grid, and the chosen settings' mean test -ELBO (nats).
 
-PBT (`--part=pbt`): the same VAE, 4 learning rates x 4 betas = 16 members, `--num_steps` steps with an
+PBT (`--search=pbt`): the same VAE, 4 learning rates x 4 betas = 16 members, `--num_steps` steps with an
 evaluation (and, for PBT, an exploit of the worst quarter, exploring learning rate and beta) every
 `num_steps / 6` steps, ranked on the validation -ELBO; once as a grid and once as a population for each
 of 3 search seeds. Each chooses its best member on validation; printed: the chosen members' test
@@ -36,8 +36,7 @@ from absl import flags
 from ae_jax import cli
 from benchmarks import harness
 
-_NUM_STEPS = flags.DEFINE_integer("num_steps", 3000, "Steps of a member that trains to the end.", lower_bound=3)
-_PART = flags.DEFINE_enum("part", "halving", ["halving", "pbt", "all"], "Which comparison to run.")
+_SEARCH = flags.DEFINE_enum("search", "halving", ["halving", "pbt", "all"], "Which search to compare with its grid.")
 PBT_RATES = (1e-4, 3e-4, 1e-3, 3e-3)
 PBT_BETAS = (0.25, 0.5, 1.0, 2.0)
 PBT_SEARCH_SEEDS = (0, 1, 2)
@@ -150,10 +149,10 @@ def main(argv):
   with harness.json_lines(harness.OUT.value) as emit, cli.clear_errors():
     emit(harness.device_info())
     dataset = "digits" if quick else harness.DATASET.value
-    if _PART.value in ("halving", "all"):
-      emit(run(dataset, 9 if quick else _NUM_STEPS.value, quick))
-    if _PART.value in ("pbt", "all"):
-      emit(run_pbt(dataset, 12 if quick else _NUM_STEPS.value, quick))
+    if _SEARCH.value in ("halving", "all"):
+      emit(run(dataset, 9 if quick else harness.NUM_STEPS.value, quick))
+    if _SEARCH.value in ("pbt", "all"):
+      emit(run_pbt(dataset, 12 if quick else harness.NUM_STEPS.value, quick))
 
 
 if __name__ == "__main__":

@@ -46,7 +46,6 @@ from benchmarks import plain_loop
 _PART = flags.DEFINE_enum("part", "all", ["all", "throughput", "shared_batch", "end_to_end"], "What to measure.")
 _MEMBERS = flags.DEFINE_integer("members", 16, "Members of the sweep program (throughput).", lower_bound=2)
 _WIDTHS = flags.DEFINE_list("widths", ["400", "64"], "Hidden widths of the VAEs whose throughput is measured.")
-_NUM_STEPS = flags.DEFINE_integer("num_steps", 3000, "Training steps per member (end to end).", lower_bound=1)
 
 EXPERIMENTS = harness.EXPERIMENTS
 LEARNING_RATES = (3e-4, 1e-3, 3e-3, 1e-2)
@@ -174,7 +173,7 @@ def main(argv):
     cli.fail(f"unexpected arguments {argv[1:]}; flags look like --members=16 --widths=400,64")
   widths = harness.positive_ints("widths", _WIDTHS.value)
   options = benchmark.Options(batch_sizes=(128,), repeats=harness.REPEATS.value)
-  members, num_steps, learning_rates, seeds = _MEMBERS.value, _NUM_STEPS.value, LEARNING_RATES, 4
+  members, num_steps, learning_rates, seeds = _MEMBERS.value, harness.NUM_STEPS.value, LEARNING_RATES, 4
   if harness.QUICK.value:
     options = benchmark.Options(**{**benchmark.QUICK, "batch_sizes": (16,)})
     members, widths, num_steps, learning_rates, seeds = 2, [8], 20, LEARNING_RATES[:2], 1

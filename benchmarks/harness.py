@@ -50,6 +50,8 @@ NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 10_000, "Random training ima
 QUICK = flags.DEFINE_bool("quick", False, "CI mode: every case tiny (batch 16 on 256 examples, 2 steps, 1 "
                           "round, no warm-up, a small matmul). Checks that it runs; the numbers mean nothing.")
 OUT = flags.DEFINE_string("out", "", "Also write the JSON lines to this file.")
+NUM_STEPS = flags.DEFINE_integer("num_steps", 3000, "Training steps of a member that trains to the end "
+                                 "(benchmark_sweep's end to end, benchmark_search).", lower_bound=3)
 DATASET = flags.DEFINE_string("dataset", "random", "'random' (MNIST-shaped uniform noise) or any --config.dataset "
                               "value, e.g. npz:/data/mnist.npz (benchmark_search: digits).")
 

@@ -34,6 +34,7 @@ def test_ranking_averages_seeds_puts_non_finite_last_and_breaks_ties_by_order():
   assert search.survivors(settings, [1.0, 5.0, 2.0, 2.0, 0.5, math.nan], eta=3) == {"b"}  # a: 3, b: 2, c: inf.
   assert search.survivors(settings, [1.0, 1.0, 1.0, 1.0, 1.0, 1.0], eta=3) == {"a"}
   assert search.survivors(["a", "b", "c", "d"], [4.0, 3.0, 2.0, 1.0], eta=2) == {"c", "d"}
+  assert search.survivors(["a", "b", "c", "d"], [1.0, 2.0, 3.0, 4.0], eta=3) == {"a", "b"}  # ceil(4 / 3).
   assert search.setting({"learning_rate": 0.1, "seed": 3}) == search.setting({"seed": 0, "learning_rate": 0.1})
   assert search._score({"loss_rec": 2.0, "loss_kl": 0.5, "loss": 2.1}, "negative_elbo") == 2.5  # pylint: disable=protected-access
   assert search._score({"loss_rec": 2.0, "loss_kl": 0.5, "loss": 2.1}, "loss") == 2.1  # pylint: disable=protected-access
