@@ -73,6 +73,16 @@ VALIDATION_SEED = 0  # The carved subset is the same for every run and member of
 VALIDATION_BINARIZE_SEED = 2  # binarize=dynamic: validation images are binarized once, as test images are.
 
 
+def training_size(ds: Dataset, fraction: float) -> int:
+  """How many training examples `carve_validation(ds, fraction)` leaves to train on (without carving)."""
+  n = len(ds.train_images)
+  size = int(round(fraction * n))
+  if fraction and not 0 < size < n:
+    raise DataError(f"--config.validation_fraction={fraction} of {n} training examples of {ds.name} leaves "
+                    f"{size} for validation and {n - size} for training; choose a fraction that leaves both")
+  return n - size
+
+
 def carve_validation(ds: Dataset, fraction: float, *, binarize: str = "none") -> Dataset:
   """`ds` with `fraction` of its training examples moved to a validation split (0: `ds` as it is).
 
@@ -83,10 +93,7 @@ def carve_validation(ds: Dataset, fraction: float, *, binarize: str = "none") ->
   if not fraction:
     return ds
   n = len(ds.train_images)
-  size = int(round(fraction * n))
-  if not 0 < size < n:
-    raise DataError(f"--config.validation_fraction={fraction} of {n} training examples of {ds.name} leaves "
-                    f"{size} for validation and {n - size} for training; choose a fraction that leaves both")
+  size = n - training_size(ds, fraction)
   order = np.random.default_rng(VALIDATION_SEED).permutation(n)
   held, kept = np.sort(order[:size]), np.sort(order[size:])
   images = ds.train_images[held]

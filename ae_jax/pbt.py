@@ -137,8 +137,7 @@ def run(members: list[train.Member], overrides: list[dict[str, Any]], names: lis
                                 f"{config.eval_every}: members are ranked on the validation losses of evaluation steps")
   if not 0 < quantile <= 0.5:
     raise sweep_spec.SweepError(f"--pbt_quantile={quantile} must be in (0, 0.5]")
-  carved = data.carve_validation(ds, config.validation_fraction)
-  num_steps = config_lib.resolve_steps(config, len(carved.train_images))
+  num_steps = config_lib.resolve_steps(config, data.training_size(ds, config.validation_fraction))
   plan = {"search": "pbt", "interval": interval, "quantile": quantile, "explore": keys, "factors": list(factors),
           "metric": f"val_{metric}", "search_seed": search_seed, "members": names, "num_steps": num_steps}
   record = search_lib.recorded(workdir, plan)

@@ -29,8 +29,6 @@ from ae_jax import models
 from ae_jax import multihost
 from ae_jax import step as step_lib
 
-FEEDS = ("auto", "device", "stream")  # config.data_placement
-
 
 @dataclasses.dataclass(frozen=True)
 class Program:

@@ -96,8 +96,8 @@ def halving(members: list[train.Member], overrides: list[dict[str, Any]], names:
   results read back from a previous run of the same command (they are not trained again)."""
   metric = rung_metric(select)
   settings = [setting(o) for o in overrides]
-  carved = data.carve_validation(ds, members[0].config.validation_fraction)
-  num_steps = config_lib.resolve_steps(members[0].config, len(carved.train_images))
+  num_steps = config_lib.resolve_steps(members[0].config,
+                                       data.training_size(ds, members[0].config.validation_fraction))
   rungs = rungs or default_rungs(len(set(settings)), eta)
   steps = rung_steps(num_steps, eta=eta, rungs=rungs)
   plan = {"search": "halving", "eta": eta, "rung_steps": steps, "metric": f"val_{metric}", "members": names}
