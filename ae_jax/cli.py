@@ -209,9 +209,9 @@ def clear_errors():
     sys.exit(USAGE_EXIT_CODE)
 
 
-def report(result, workdir: str) -> None:
-  """Prints the final losses, the test-split evaluation table, and where every output file is (`result`:
-  a `workdir.Result`)."""
+def report(result, workdir: str, config=None) -> None:
+  """Prints the final losses, the test-split evaluation table, a set point's verdict (with `config`), and
+  where every output file is (`result`: a `workdir.Result`)."""
   # Imported here: the report loads matplotlib and scikit-learn, which a bad flag never needs.
   from ae_jax import report as report_lib  # pylint: disable=g-import-not-at-top
   from ae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
@@ -223,6 +223,7 @@ def report(result, workdir: str) -> None:
         lines.append(f"  {split:5s} {name:24s} {value:.4f}")
   if result.eval:
     lines += ["", "Evaluation on the test split:", report_lib.format_table(result.eval), ""]
+  lines += report_lib.setpoint_lines(config, result) if config is not None else []
   lines.append(f"Outputs in {os.path.abspath(workdir)}:")
   outputs = {"metrics": workdir_lib.path(workdir, workdir_lib.METRICS), **dict(sorted(result.paths.items()))}
   width = max(map(len, outputs))

@@ -11,6 +11,7 @@ from ae_jax import errors
 from ae_jax import families
 from ae_jax import hparams
 from ae_jax import models
+from ae_jax import setpoint
 from ae_jax import step
 from ae_jax import user_terms
 from ae_jax.losses import reconstruction
@@ -69,6 +70,10 @@ def validate(config) -> None:
   if config.num_pictures < 0:
     raise ConfigError(f"--config.num_pictures={config.num_pictures!r} must be >= 0")
   families.get(config.family).validate(config)
+  try:
+    setpoint.check(config, families.get(config.family).setpoints, config.family)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   try:
     user_terms.extra_terms(config.extra_terms)
     hparams.parse_extra_terms(config.extra_terms)

@@ -28,14 +28,14 @@ from ae_jax import evaluation
 from ae_jax import families
 from ae_jax import likelihood
 from ae_jax.losses import reconstruction
+from ae_jax.losses import sparsity
 
 PROBE_SUBSET_SEED = 0  # config.probe_examples > 0: the fixed random subset of the training split.
 PROBE_BINARIZE_SEED = 1  # binarize=dynamic: the one Bernoulli draw of the probe's training images.
 BATCH_SIZE = 512  # Examples per model call for codes, reconstructions, denoising and ELBO terms.
 MAX_BATCH_FLOATS = 2**23  # Jacobians and IWAE samples per call are capped at ~32 MB of float32.
 IWAE_CHUNK = 100  # IWAE samples drawn per scan step.
-L0_THRESHOLD = 1e-3  # A code unit is "on" above this (ReLU and TopK codes are exactly 0 when off)...
-L0_THRESHOLD_BOUNDED = 0.1  # ...or above 10% of full scale for sigmoid and tanh codes, never exactly 0.
+L0_THRESHOLD, L0_THRESHOLD_BOUNDED = sparsity.L0_THRESHOLD, sparsity.L0_THRESHOLD_BOUNDED
 # The evaluation's key is split once into these, in this order (a new name appended moves every number).
 KEY_NAMES = ("jacobian", "denoising", "elbo", "likelihood")
 
@@ -148,8 +148,7 @@ def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: 
 
 def l0_threshold(config) -> float:
   """When a code unit counts as on: a sigmoid unit of a KL-sparse AE idles near rho, above 1e-3."""
-  bounded = not families.get(config.family).variational and config.code_activation in ("sigmoid", "tanh")
-  return L0_THRESHOLD_BOUNDED if bounded else L0_THRESHOLD
+  return sparsity.l0_threshold(config.code_activation, variational=families.get(config.family).variational)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from ae_jax import checks
 from ae_jax import errors
 from ae_jax import hparams
 from ae_jax import models
+from ae_jax import setpoint
 from ae_jax import user_terms
 from ae_jax.losses import contractive
 from ae_jax.losses import corruption
@@ -93,8 +94,10 @@ def _stream(keys: jax.Array, stream: int) -> jax.Array:
 
 
 def init_state(config) -> State:
-  """A member's family state at step 0 (`Family.init_state`; {} for most families)."""
-  return get(config.family).init_state(config)
+  """A member's family state at step 0 (`Family.init_state`; {} for most families), with the set-point
+  controller's state when the config sets a target."""
+  state = get(config.family).init_state(config)
+  return {**state, **setpoint.init_state()} if setpoint.active(config) else state
 
 
 def _no_state(config) -> State:
@@ -180,6 +183,11 @@ def _validate_sparse(config) -> None:
     if config.code_activation not in ("linear", "relu"):
       raise errors.ConfigError("--config.sparsity=topk applies its own ReLU to the top k codes: set "
                                "--config.code_activation=linear")
+  if config.sparsity == "topk" and config.l0_target > 0:
+    raise errors.ConfigError(f"--config.l0_target={config.l0_target}: a TopK code has exactly topk units on; set "
+                             "--config.topk instead (and --config.l0_target=0)")
+  if config.l0_target > config.latent_dim:
+    raise errors.ConfigError(f"--config.l0_target={config.l0_target} exceeds the code's {config.latent_dim} units")
   if config.sparsity == "kl":
     if not 0 < config.rho < 1:
       raise errors.ConfigError(f"--config.rho={config.rho} must be in (0, 1)")
@@ -261,6 +269,9 @@ def _validate_vae(config) -> None:
   checks.non_negative(config, "beta")
   checks.choice(config, "vae_objective", VAE_OBJECTIVES)
   checks.positive(config, "vae_samples")
+  if config.vae_objective == "iwae" and setpoint.active(config):
+    raise errors.ConfigError(f"--config.{setpoint.active(config)[0]} adapts beta, which the IWAE bound does not "
+                             "have; use --config.vae_objective=elbo")
   if config.vae_objective == "iwae" and config.beta != 1:
     raise errors.ConfigError(f"--config.beta={config.beta}: the IWAE bound has no KL weight; set --config.beta=1.0 "
                              "or --config.vae_objective=elbo")
@@ -285,35 +296,57 @@ class Family:
   validate: Callable[[Any], None] = _no_checks  # Its own config keys; ConfigError naming the key.
   init_state: Callable[[Any], State] = _no_state  # Its training state besides the parameters.
   topk: Callable[[Any], int] = lambda config: 0  # The model's TopK code (0: none).
+  # The targets it can hold (`ae_jax.setpoint`): target key -> which coefficient, how measured.
+  setpoints: dict[str, setpoint.SetPoint] = dataclasses.field(default_factory=dict)
 
 
+def _l0(terms, code, config):
+  del terms
+  return sparsity.l0(code, threshold=sparsity.l0_threshold(config.code_activation)).mean()
+
+
+_KL_TARGET = setpoint.SetPoint("kl_target", "beta", lambda terms, code, config: terms["loss_kl"], +1.0, "elbo_kl",
+                               "the KL to the prior, nats per example",
+                               ("elbo_reconstruction", "negative_elbo", "log_likelihood", "active_units"))
+_RECONSTRUCTION_TARGET = setpoint.SetPoint(  # GECO (Rezende & Viola 2018), with beta = 1 / their multiplier.
+    "reconstruction_target", "beta", lambda terms, code, config: terms["loss_rec"], -1.0, "elbo_reconstruction",
+    "the reconstruction error per example", ("elbo_kl", "negative_elbo", "log_likelihood", "active_units"))
+_L0_TARGET = setpoint.SetPoint("l0_target", "sparsity_weight", _l0, +1.0, "l0", "active code units per example",
+                               ("fraction_variance_explained", "dead_fraction", "mse", "probe_accuracy"))
+_JACOBIAN_TARGET = setpoint.SetPoint(
+    "jacobian_target", "contractive_weight", lambda terms, code, config: terms["loss_contractive"], +1.0,
+    "jacobian_frobenius_sq", "the encoder Jacobian's squared Frobenius norm", ("mse", "probe_accuracy"))
 _COMMON_METRICS = ("mse", "probe_accuracy")
 FAMILIES: dict[str, Family] = {
     "undercomplete": Family(
         undercomplete, (), "a bottleneck narrower than the input",
         "non-linear dimensionality reduction; compare with PCA first", _COMMON_METRICS + ("pca_mse",)),
     "sparse": Family(
-        sparse, ("sparsity_weight", "rho", "auxk_weight"),
+        sparse, ("sparsity_weight", "rho", "auxk_weight", "l0_target", setpoint.RATE),
         "an L1 penalty on the code, or KL(rho || mean activation) per unit, or TopK",
         "many features of which few fire per input: interpretable parts",
         _COMMON_METRICS + ("l0", "dead_fraction"), draws_filters=True,
         reported_hparams=lambda config: {"rho": float(config.rho)} if config.sparsity == "kl" else {},
         validate=_validate_sparse, init_state=_sparse_state,
-        topk=lambda config: config.topk if config.sparsity == "topk" else 0),
+        topk=lambda config: config.topk if config.sparsity == "topk" else 0, setpoints={"l0_target": _L0_TARGET}),
     "denoising": Family(
         denoising, ("noise_level",),
         "the encoder sees a corrupted input (Gaussian, masking, salt-and-pepper); the loss compares with "
         "the clean one", "features robust to noise, or an actual denoiser",
         _COMMON_METRICS + ("psnr_gain/masking_0.25", "psnr_gain/gaussian_0.3"), validate=_validate_denoising),
     "contractive": Family(
-        contractive_, ("contractive_weight",), "the squared Frobenius norm of the encoder Jacobian, computed exactly",
+        contractive_, ("contractive_weight", "jacobian_target", setpoint.RATE),
+        "the squared Frobenius norm of the encoder Jacobian, computed exactly",
         "codes insensitive to small input changes (a locally flat manifold)",
-        _COMMON_METRICS + ("jacobian_frobenius_sq", "psnr_gain/gaussian_0.3"), validate=_validate_contractive),
+        _COMMON_METRICS + ("jacobian_frobenius_sq", "psnr_gain/gaussian_0.3"), validate=_validate_contractive,
+        setpoints={"jacobian_target": _JACOBIAN_TARGET}),
     "vae": Family(
-        vae, ("beta",), "a Gaussian posterior, the reparameterization trick, and the negative ELBO (with a beta "
+        vae, ("beta", "kl_target", "reconstruction_target", setpoint.RATE),
+        "a Gaussian posterior, the reparameterization trick, and the negative ELBO (with a beta "
         "on the KL)", "generating new samples, or a smooth, structured latent space",
         ("negative_elbo", "elbo_reconstruction", "elbo_kl", "log_likelihood", "active_units", "mse"),
-        variational=True, validate=_validate_vae),
+        variational=True, validate=_validate_vae,
+        setpoints={"kl_target": _KL_TARGET, "reconstruction_target": _RECONSTRUCTION_TARGET}),
 }
 NAMES = tuple(FAMILIES)
 
@@ -356,12 +389,21 @@ def build(config, model: nn.Module, *, axis_name: str | None = None) -> LossFn:
   data-parallel axis for terms (and state updates) that need global batch statistics; leave it None
   outside `shard_map`.
   """
-  objective = get(config.family).objective
+  family = get(config.family)
+  objective = family.objective
   setup = Setup(model, config, axis_name)
   extra = user_terms.extra_terms(config.extra_terms)
+  points = [family.setpoints[k] for k in setpoint.active(config)]
 
   def loss_fn(params, batch, keys, hp, state):
+    plain_hp = hp
+    for point in points:  # The coefficient the loss uses is the controller's; the target stays in `hp`.
+      hp = setpoint.controlled_hp(point, hp, state)
     per_example, terms, forward, state = objective(setup, params, batch["image"], keys, hp, state)
+    for point in points:
+      state, logged = setpoint.update(point, plain_hp, state, point.measure(terms, forward.code, config),
+                                      axis_name=axis_name)
+      terms.update(logged)
     loss = per_example.mean()
     for name, fn in extra.items():
       value = user_terms.check_term(name, fn(forward), per_example.shape)

@@ -19,7 +19,10 @@ import numpy as np
 # Numbers inside the math, read from `hp` (never closed over) by the families and the optimizer.
 FLOAT_KEYS = ("learning_rate", "sparsity_weight", "rho", "auxk_weight", "noise_level", "contractive_weight",
               "beta", "b1", "b2", "eps", "grad_clip", "weight_decay", "warmup_steps", "final_lr_fraction",
-              "decay_rate", "decay_steps")
+              "decay_rate", "decay_steps", "kl_target", "reconstruction_target", "l0_target", "jacobian_target",
+              "setpoint_rate")
+# Set-point targets (`ae_jax.setpoint`; 0 = off): whether one is set is structure, its value data.
+SETPOINT_TARGETS = ("kl_target", "reconstruction_target", "l0_target", "jacobian_target")
 # The seed: initialisation, data order and noise of a member all derive from it.
 INT_KEYS = ("seed",)
 KEYS = FLOAT_KEYS + INT_KEYS
@@ -83,4 +86,6 @@ def structure_key(config: Mapping[str, Any]) -> str:
   values = json.loads(json.dumps(dict(config), default=str))  # Tuples become lists, as in stored configs.
   out = {k: v for k, v in values.items() if k not in KEYS + VECTOR_KEYS and k != "overwrite"}
   out["extra_terms"] = extra_terms_structure(config["extra_terms"])
+  # A member with a set point carries a controller (state, logged terms): it trains apart from plain ones.
+  out["setpoints"] = [k for k in SETPOINT_TARGETS if float(values.get(k) or 0) > 0]
   return json.dumps(out, sort_keys=True)

@@ -193,3 +193,19 @@ def _format_value(value: float) -> str:
   if math.isfinite(value) and value == int(value) and abs(value) < 1e6:
     return f"{int(value):>10d}"
   return f"{value:>10.4g}" if math.isfinite(value) else f"{value!s:>10}"
+
+
+def setpoint_lines(config, result: workdir_lib.Result) -> list[str]:
+  """One line per target `config` sets: the target, what the test split measured, the verdict and the
+  coefficient the controller ended at (README, "Set points")."""
+  from ae_jax import setpoint  # pylint: disable=g-import-not-at-top
+
+  lines = []
+  for key in setpoint.active(config):
+    point = families.get(config.family).setpoints[key]
+    value = result.eval.get(point.metric, math.nan)
+    coefficient = result.train.get(setpoint.COEFFICIENT, math.nan)
+    verdict = setpoint.achieved(point, float(config[key]), value)
+    lines.append(f"Set point {key}={config[key]:g}: test {point.metric} {value:.4g}, {verdict}; "
+                 f"{point.coefficient} ended at {coefficient:.4g}")
+  return lines + ([""] if lines else [])

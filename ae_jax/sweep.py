@@ -26,10 +26,12 @@ from ae_jax import config as config_lib
 from ae_jax import data
 from ae_jax import errors
 from ae_jax import families
+from ae_jax import frontier
 from ae_jax import hparams
 from ae_jax import multihost
 from ae_jax import pbt
 from ae_jax import search as search_lib
+from ae_jax import setpoint
 from ae_jax import sweep_spec
 from ae_jax import sweep_table
 from ae_jax import workdir as workdir_lib
@@ -132,7 +134,7 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
       raise sweep_spec.SweepError(f"--search={search} ranks members of one structure against each other; sweep "
                                   "structure keys (family, widths, batch_size, ...) in separate sweeps")
     if search == "pbt":
-      pbt.explored_keys(members, explore)
+      _check_explored(configs, pbt.explored_keys(members, explore))
   _prepare(workdir, base_config, members, names, overwrite, drawn)
   results: list[workdir_lib.Result | None] = [workdir_lib.read_finished(os.path.join(workdir, n), c)
                                               for n, c in zip(names, configs)]
@@ -179,6 +181,8 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
     for row, fate in zip(rows, search_lib.fates(workdir_lib.read_search(workdir), names)):
       row[sweep_table.FATE] = fate
   metrics = metric_columns(configs)
+  if any(SETPOINT in row for row in rows):
+    metrics.insert(0, SETPOINT)
   if any(VAL_LOSS in row for row in rows):  # Validation columns: what --select ranks on.
     metrics.insert(metrics.index("test_loss"), VAL_LOSS)
     if select:
@@ -188,6 +192,8 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
   title = f"{base_config.family if len({c.family for c in configs}) == 1 else 'families'} on {base_config.dataset}"
   if multihost.is_main():  # The others' results lack the evaluation (process 0 runs it): they write nothing.
     paths = sweep_table.write(workdir, rows, swept_keys=swept, metrics=metrics, select=select, title=title)
+    paths.update({f"frontier_{kind}": path for kind, path in
+                  frontier.write(workdir, configs, rows, results, swept, title=title).items()})
     if search != "grid":
       paths["search"] = search_lib.save_picture(
           workdir, [train.Member(c, os.path.join(workdir, n)) for c, n in zip(configs, names)], names)
@@ -202,6 +208,21 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
   return {"rows": rows, "results": results, "paths": paths, "best": best, "text": text, "names": names}
 
 
+def _check_explored(configs, explored: Sequence[str]) -> None:
+  """PBT must not perturb a coefficient a set point adapts: the controller owns it."""
+  for config in configs:
+    for key in setpoint.active(config):
+      coefficient = families.get(config.family).setpoints[key].coefficient
+      if coefficient in explored:
+        raise sweep_spec.SweepError(
+            f"--explore includes {coefficient}, which --config.{key} adapts: PBT and the controller would both move "
+            f"it; explore {key} (or other keys) instead")
+
+
+SETPOINT = "setpoint"  # A row's verdict on its target: met, or missed by how much.
+NA_SETPOINT = "not finished"
+
+
 def _row(name: str, config, swept: list[str], result: workdir_lib.Result) -> dict[str, Any]:
   status = result.status
   if status == workdir_lib.DIVERGED:
@@ -213,6 +234,10 @@ def _row(name: str, config, swept: list[str], result: workdir_lib.Result) -> dic
   row = {"member": name, **{k: config[k] for k in swept}, "status": status,
          "train_loss": result.train.get("loss", math.nan), "test_loss": result.test.get("loss", math.nan)}
   row.update(result.eval)
+  for key in setpoint.active(config):
+    point = families.get(config.family).setpoints[key]
+    row[SETPOINT] = (setpoint.achieved(point, float(config[key]), result.eval.get(point.metric, math.nan))
+                     if result.done else NA_SETPOINT)
   if result.validation or result.eval_validation:
     row[VAL_LOSS] = result.validation.get("loss", math.nan)
     row.update({sweep_table.VALIDATION + k: v for k, v in result.eval_validation.items()})

@@ -14,6 +14,7 @@
       search.json       a search's plan and its decisions (halving: who went on at each rung)
       search.png        the members' validation metric against step, decisions marked (PBT: hp too)
       <member>/         each member's workdir as above
+      frontier.md, frontier.csv, frontier.png   a sweep over set-point targets (`ae_jax.frontier`)
       comparison.md, comparison.png   experiments/compare.py's table (a sweep over the families)
 
 `Result` is what a single run and a sweep member return: written by `write_status`/`write_eval` and
@@ -21,6 +22,7 @@ read back by `read_finished`, so the two agree on its fields by construction. Th
 the package (it imports no JAX), below both the training loop and the report.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -42,6 +44,7 @@ SWEEP = "sweep.json"
 SEARCH = "search.json"
 SEARCH_PLOT = "search.png"
 SWEEP_TABLES = {"csv": "sweep.csv", "markdown": "sweep.md", "png": "sweep.png"}
+FRONTIER_TABLES = {"csv": "frontier.csv", "markdown": "frontier.md", "png": "frontier.png"}  # Set-point sweeps.
 COMPARISON_TABLES = {"markdown": "comparison.md", "png": "comparison.png"}  # experiments/compare.py
 EVAL_PREFIX = "eval/"  # metrics.jsonl: the end-of-run evaluation's keys.
 EVAL_VALIDATION_PREFIX = "eval_val/"  # metrics.jsonl: the end-of-run evaluation on the validation split.
@@ -102,6 +105,25 @@ def picture(workdir: str, name: str) -> str:
 def sweep_tables(workdir: str) -> dict[str, str]:
   """{"csv", "markdown", "png"}: where a sweep's tables go."""
   return {kind: os.path.join(workdir, name) for kind, name in SWEEP_TABLES.items()}
+
+
+def frontier_tables(workdir: str) -> dict[str, str]:
+  return {kind: os.path.join(workdir, name) for kind, name in FRONTIER_TABLES.items()}
+
+
+@contextlib.contextmanager
+def open_for_write(file: str, **kwargs):
+  """A text file written whole or not at all: to a temporary name, renamed over `file` when closed."""
+  temporary = f"{file}.tmp{os.getpid()}"
+  with open(temporary, "w", encoding="utf-8", **kwargs) as f:
+    yield f
+  os.replace(temporary, file)
+
+
+def write_text(file: str, text: str) -> str:
+  with open_for_write(file) as f:
+    f.write(text)
+  return file
 
 
 def comparison_tables(workdir: str) -> dict[str, str]:

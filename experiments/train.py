@@ -39,7 +39,7 @@ def main(argv):
     from ae_jax import train  # pylint: disable=g-import-not-at-top
     result = train.train_and_evaluate(config, workdir)
     if launch.is_main_process():
-      cli.report(result, workdir)
+      cli.report(result, workdir, config)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,21 @@ def l1(code: ArrayLike) -> jax.Array:
   return jnp.abs(code).reshape(code.shape[0], -1).sum(axis=1)
 
 
+L0_THRESHOLD = 1e-3  # A code unit is "on" above this (ReLU and TopK codes are exactly 0 when off)...
+L0_THRESHOLD_BOUNDED = 0.1  # ...or above 10% of full scale for sigmoid and tanh codes, never exactly 0.
+
+
+def l0_threshold(code_activation: str, *, variational: bool = False) -> float:
+  """When a code unit counts as on: a bounded (sigmoid, tanh) unit idles near rho, above 1e-3."""
+  return L0_THRESHOLD_BOUNDED if not variational and code_activation in ("sigmoid", "tanh") else L0_THRESHOLD
+
+
+def l0(code: ArrayLike, *, threshold: float = L0_THRESHOLD) -> jax.Array:
+  """Units on (|z| > threshold) per example, shape (B,): what eval.json's `l0` averages."""
+  code = jnp.asarray(code)
+  return (jnp.abs(code) > threshold).reshape(code.shape[0], -1).sum(axis=1).astype(jnp.float32)
+
+
 def bernoulli_kl(rho: ArrayLike, rho_hat: ArrayLike) -> jax.Array:
   """KL(Bernoulli(rho) || Bernoulli(rho_hat)), elementwise."""
   rho, rho_hat = jnp.asarray(rho), jnp.asarray(rho_hat)

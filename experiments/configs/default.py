@@ -54,6 +54,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.beta = 1.0  # VAE: weight of the KL in the ELBO (1 is the true bound; the IWAE objective needs 1).
   c.vae_objective = "elbo"  # VAE: elbo | iwae (the importance-weighted bound of Burda et al. 2015).
   c.vae_samples = 1  # VAE: posterior samples per example (k); the ELBO averages over them, IWAE log-mean-exps.
+  # Set points (ae_jax/setpoint.py; 0 = off, the coefficient above applies): ask for a quantity and the
+  # program adapts its coefficient by dual ascent in log space, starting from the value above.
+  c.kl_target = 0.0  # VAE: KL nats per example (adapts beta).
+  c.reconstruction_target = 0.0  # VAE (GECO): reconstruction error per example (adapts beta).
+  c.l0_target = 0.0  # Sparse L1/KL: active code units per example, as eval's l0 counts them (adapts sparsity_weight).
+  c.jacobian_target = 0.0  # Contractive: squared Frobenius norm of the encoder Jacobian (adapts contractive_weight).
+  c.setpoint_rate = 0.01  # The controller's step in log-coefficient per step at 100% relative error.
 
   # Extra user terms: "module:function=weight,..."; each function maps an
   # ae_jax.families.Forward to per-example values (B,).
