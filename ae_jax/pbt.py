@@ -4,7 +4,8 @@ Every `interval` steps (an evaluation step), the members are ranked on a validat
 member of the bottom `quantile` copies the parameters, optimizer state and model state of a member of
 the top `quantile` (a gather along the member axis, on the devices, across processes where members
 span them), then explores: each explored hyperparameter is the parent's times a factor (0.8 or 1.25 by
-default) drawn from (search seed, step, member). Shapes do not change, so nothing recompiles. A member
+default) drawn from (search seed, step, member), or, for a key the sweep drew from a range
+(`loguniform(...)`), redrawn from that range one time in four. Shapes do not change, so nothing recompiles. A member
 whose loss stopped being finite ranks last and is never a parent (and so lives again when replaced).
 
 Every exploit is written to the sweep's search.json (`ae_jax.workdir`) before training goes on: who
@@ -15,6 +16,7 @@ goes on exactly (`replay_hp`); `lineage` gives the segments a member's final sta
 
 from collections.abc import Sequence
 import math
+import random
 from typing import Any
 
 from absl import logging
@@ -29,6 +31,7 @@ from ae_jax import hparams
 from ae_jax import multihost
 from ae_jax import program as program_lib
 from ae_jax import search as search_lib
+from ae_jax import search_space
 from ae_jax import step as step_lib
 from ae_jax import sweep_spec
 from ae_jax import train
@@ -62,10 +65,31 @@ def decide(scores: Sequence[float], *, quantile: float, rng: np.random.Generator
   return {i: top[int(rng.integers(len(top)))] for i in order[n - count:] if i not in top}
 
 
-def perturb(hp: dict[str, float], keys: Sequence[str], *, factors: Sequence[float],
-            rng: np.random.Generator) -> dict[str, float]:
-  """The explored keys of `hp`, each times a factor drawn from `factors`."""
-  return {k: float(np.float32(hp[k] * factors[int(rng.integers(len(factors)))])) for k in keys}
+RESAMPLE_PROBABILITY = 0.25  # A drawn key is redrawn from its range this often instead of scaled (Ray's default).
+
+
+def perturb(hp: dict[str, float], keys: Sequence[str], *, factors: Sequence[float], rng: np.random.Generator,
+            spaces: dict[str, Any] | None = None) -> dict[str, float]:
+  """The explored keys of `hp`, each times a factor drawn from `factors`, or, for a key drawn from a range
+  (`spaces`: key -> `search_space.Distribution`), redrawn from it with probability RESAMPLE_PROBABILITY."""
+  out = {}
+  for k in keys:
+    factor = factors[int(rng.integers(len(factors)))]
+    resample = spaces and k in spaces and rng.random() < RESAMPLE_PROBABILITY
+    value = spaces[k].draw(random.Random(int(rng.integers(2**62)))) if resample else hp[k] * factor
+    out[k] = float(np.float32(value))
+  return out
+
+
+def ranges(drawn: dict[str, Any] | None) -> dict[str, Any]:
+  """The numeric distributions a drawn sweep's keys came from (sweep.json's `drawn`), by key."""
+  if not drawn or not drawn.get("spaces"):
+    return {}
+  spaces = {k: v for k, v in drawn["spaces"].items() if isinstance(v, str)}
+  if not spaces:
+    return {}
+  parsed = sweep_spec.parse_spaces(";".join(f"{k}={v}" for k, v in spaces.items()))
+  return {k: v for k, v in parsed.items() if isinstance(v, search_space.Distribution) and v.numeric}
 
 
 def _rng(search_seed: int, step: int) -> np.random.Generator:
@@ -124,13 +148,14 @@ def _common_checkpoint_step(members: list[train.Member]) -> int:
 def run(members: list[train.Member], overrides: list[dict[str, Any]], names: list[str], ds: data.Dataset, *,
         finished: dict[int, workdir_lib.Result], workdir: str, interval: int | None, quantile: float,
         explore: Sequence[str] | None, factors: Sequence[float], select: str | None, search_seed: int,
-        devices=None) -> list[workdir_lib.Result]:
+        devices=None, drawn: dict[str, Any] | None = None) -> list[workdir_lib.Result]:
   """Trains the sweep's `members` (one structure) as a population; returns every member's result."""
   if len(finished) == len(members):
     return [finished[i] for i in range(len(members))]
   config = members[0].config
   metric = search_lib.rung_metric(select)
   keys = explored_keys(overrides, explore)
+  spaces = ranges(drawn)
   interval = interval or config.eval_every
   if interval % config.eval_every:
     raise sweep_spec.SweepError(f"--pbt_interval={interval} must be a multiple of --config.eval_every="
@@ -161,7 +186,7 @@ def run(members: list[train.Member], overrides: list[dict[str, Any]], names: lis
                 for v, r in zip(validation, results)]
       rng = _rng(search_seed, step)
       moves = [{"member": names[i], "parent": names[parent],
-                "hp": perturb(hp_list[parent], keys, factors=factors, rng=rng)}
+                "hp": perturb(hp_list[parent], keys, factors=factors, rng=rng, spaces=spaces)}
                for i, parent in decide(scores, quantile=quantile, rng=rng).items()]
       exploits.append({"step": step, "scores": dict(zip(names, scores)), "moves": moves})
       if multihost.is_main():

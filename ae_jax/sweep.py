@@ -155,7 +155,7 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
     else:
       results = pbt.run(population, members, names, ds, finished=finished, workdir=workdir, interval=pbt_interval,
                         quantile=pbt_quantile, explore=explore, factors=pbt.DEFAULT_FACTORS, select=select,
-                        search_seed=search_seed, devices=devices)
+                        search_seed=search_seed, devices=devices, drawn=drawn)
     groups = {}
   datasets: dict[tuple[str, str, str], data.Dataset] = {}
   for group in groups.values():

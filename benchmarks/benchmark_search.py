@@ -3,6 +3,7 @@ equal compute.
 
   python -m benchmarks.benchmark_search --dataset=npz:/path/to/mnist.npz --out=bench_search.jsonl
   python -m benchmarks.benchmark_search --search=pbt --num_steps=1000 --dataset=npz:/path/to/mnist.npz
+  python -m benchmarks.benchmark_search --search=overhead --dataset=npz:/path/to/mnist.npz
   python -m benchmarks.benchmark_search --quick      # CI: the digits, tiny; the numbers mean nothing
 
 Halving (`--search=halving`):
@@ -36,7 +37,8 @@ from absl import flags
 from ae_jax import cli
 from benchmarks import harness
 
-_SEARCH = flags.DEFINE_enum("search", "halving", ["halving", "pbt", "all"], "Which search to compare with its grid.")
+_SEARCH = flags.DEFINE_enum("search", "halving", ["halving", "pbt", "overhead", "all"],
+                            "Which search to compare with its grid (overhead: what one PBT exploit costs).")
 PBT_RATES = (1e-4, 3e-4, 1e-3, 3e-3)
 PBT_BETAS = (0.25, 0.5, 1.0, 2.0)
 PBT_SEARCH_SEEDS = (0, 1, 2)
@@ -141,6 +143,64 @@ def run_pbt(dataset: str, num_steps: int, quick: bool) -> dict:
   return row
 
 
+def run_overhead(dataset: str, quick: bool) -> dict:
+  """What PBT adds per interval, timed in one run on the population's own program: the ranking and
+  perturbation on the host, the gather of the copied members' states along the member axis and the new
+  `hp` put on the mesh (exactly `pbt.run`'s exploit), against the `interval` training steps between two
+  exploits (an evaluation's interval in the PBT case above: num_steps / 6 = 500 steps at 3000)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from ae_jax import data  # pylint: disable=g-import-not-at-top
+  from ae_jax import hparams  # pylint: disable=g-import-not-at-top
+  from ae_jax import multihost  # pylint: disable=g-import-not-at-top
+  from ae_jax import pbt  # pylint: disable=g-import-not-at-top
+  from ae_jax import program as program_lib  # pylint: disable=g-import-not-at-top
+
+  interval = 4 if quick else 500
+  config = harness.family_config("vae", 32 if quick else 128, widths=(16,) if quick else (400,),
+                                 latent_dim=4 if quick else 20, dataset=dataset, num_steps=10 * interval)
+  rates, betas = (PBT_RATES[2:], PBT_BETAS[2:]) if quick else (PBT_RATES, PBT_BETAS)
+  hp_list = [{**hparams.from_config(config), "learning_rate": lr, "beta": b} for lr in rates for b in betas]
+  ds = data.load(dataset)
+  program = program_lib.build(config, ds, hp_list)
+  state, hp = program.init_state(), program.hp
+  gather = jax.jit(lambda tree, idx: jax.tree.map(lambda x: x[idx], tree), out_shardings=state.step.sharding)
+
+  def train_interval():
+    nonlocal state
+    start = time.perf_counter()
+    state, _ = program.feed.run(state, hp, 0, interval)
+    jax.block_until_ready(state)
+    return time.perf_counter() - start
+
+  def one_exploit():
+    nonlocal state
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    scores = list(rng.normal(size=len(hp_list)))
+    moves = pbt.decide(scores, quantile=0.25, rng=rng)
+    source = np.arange(len(hp_list), dtype=np.int32)
+    new_hp = list(hp_list)
+    for i, parent in moves.items():
+      source[i] = parent
+      new_hp[i] = {**hp_list[i], **pbt.perturb(hp_list[parent], ["learning_rate", "beta"], factors=(0.8, 1.25),
+                                               rng=rng)}
+    state = gather(state, source)
+    put = multihost.put(hparams.stack(new_hp), hp["seed"].sharding)
+    jax.block_until_ready((state, put))
+    return time.perf_counter() - start
+
+  train_interval(), one_exploit()  # Compile both.
+  repeats = 1 if quick else 3
+  rounds = harness.round_robin([train_interval, one_exploit], repeats)
+  program.feed.close()
+  interval_s, exploit_s = (statistics.median(t) for t in rounds.seconds)
+  return {"part": "pbt_overhead", "dataset": dataset, "members": len(hp_list), "interval": interval,
+          "interval_s": interval_s, "exploit_s": exploit_s,
+          "overhead_fraction": harness.median_ratio(rounds.seconds[1], rounds.seconds[0]), "repeats": repeats}
+
+
 def main(argv):
   if len(argv) > 1:
     cli.fail(f"unexpected arguments {argv[1:]}; flags look like --dataset=npz:mnist.npz --num_steps=3000")
@@ -153,6 +213,8 @@ def main(argv):
       emit(run(dataset, 9 if quick else harness.NUM_STEPS.value, quick))
     if _SEARCH.value in ("pbt", "all"):
       emit(run_pbt(dataset, 12 if quick else harness.NUM_STEPS.value, quick))
+    if _SEARCH.value in ("overhead", "all"):
+      emit(run_overhead(dataset, quick))
 
 
 if __name__ == "__main__":

@@ -187,3 +187,22 @@ def test_a_missing_process_fails_fast_with_one_line(tmp_path):
   assert len(errors) == 1, err[-2000:]
   assert "process 0 of 2" in errors[0] and "--distributed_timeout=3" in errors[0], errors[0]
   assert "--coordinator_address" in errors[0]
+
+
+def test_set_point_members_over_two_processes_equal_one_process(tmp_path):
+  # The controller's state is sharded with its member and moved by the global batch's KL: 2 processes x 2
+  # devices (a member's batch split over both processes' devices) adapt beta as 1 process x 4 devices does.
+  args = ["--config=experiments/configs/test.py", "--config.family=vae", "--config.num_steps=30",
+          "--config.num_pictures=0", "--config.optimizer=sgd", "--config.evaluate=quick", "--config.kl_target=1",
+          "--config.setpoint_rate=0.2", "--sweep=kl_target=0.5,2"]
+  one = _launch("sweep.py", [*args, f"--workdir={tmp_path}/one"], devices=4)
+  two = _two("sweep.py", [*args, f"--workdir={tmp_path}/two"])
+  outs = _wait([one, *two])
+  _ok(outs)
+  names = [d for d in os.listdir(tmp_path / "one") if os.path.isdir(tmp_path / "one" / d)]
+  assert len(names) == 2
+  for name in names:
+    _assert_same_run(tmp_path / "two" / name, tmp_path / "one" / name)
+    coefficients = [r["setpoint_coefficient"] for r in _rows(tmp_path / "one" / name) if "setpoint_coefficient" in r]
+    assert coefficients and coefficients[-1] != 1.0  # The controller moved beta.
+  assert os.path.exists(tmp_path / "two" / "frontier.png")

@@ -37,6 +37,22 @@ def test_exploring_multiplies_the_parents_values_by_a_drawn_factor():
   assert {round(d["beta"] / 2.0, 4) for d in draws} == {0.8, 1.25}
 
 
+def test_a_key_drawn_from_a_range_is_sometimes_redrawn_from_it():
+  spaces = pbt.ranges({"members": 8, "search_seed": 0, "spaces": {"learning_rate": "loguniform(1e-4, 1e-2)",
+                                                                   "beta": [0.5, 1.0]}})
+  assert set(spaces) == {"learning_rate"}  # Listed values have no range to redraw from.
+  rng = np.random.default_rng(3)
+  draws = [pbt.perturb({"learning_rate": 1e-3, "beta": 2.0}, ["learning_rate", "beta"], factors=(0.8, 1.25),
+                       rng=rng, spaces=spaces)["learning_rate"] for _ in range(400)]
+  scaled = [d for d in draws if round(d / 1e-3, 4) in (0.8, 1.25)]
+  redrawn = [d for d in draws if round(d / 1e-3, 4) not in (0.8, 1.25)]
+  assert 0.15 < len(redrawn) / len(draws) < 0.35 and len(scaled) + len(redrawn) == len(draws)
+  assert all(1e-4 <= d <= 1e-2 for d in redrawn)
+  again = np.random.default_rng(3)  # Deterministic in the generator: a resumed search decides the same.
+  assert pbt.perturb({"learning_rate": 1e-3, "beta": 2.0}, ["learning_rate"], factors=(0.8, 1.25), rng=again,
+                     spaces=spaces)["learning_rate"] == draws[0]
+
+
 def test_explored_keys_are_hyperparameters():
   assert pbt.explored_keys([{"learning_rate": 1e-3, "seed": 0}, {"learning_rate": 1e-2, "seed": 1}], None) == [
       "learning_rate"]

@@ -163,3 +163,25 @@ def test_bad_search_flags_are_one_line_and_exit_2(args, match, tmp_path):
                        cwd=root, capture_output=True, text=True, timeout=300, check=False)
   errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
   assert out.returncode == 2 and len(errors) == 1 and match in errors[0], out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("family,kind,overrides", [
+    ("sparse", "pbt", {"sparsity": "topk", "code_activation": "linear", "topk": 4, "auxk": 4}),  # TopK's counters.
+    ("denoising", "halving", {}),
+    ("contractive", "halving", {}),
+    ("vae", "pbt", {"kl_target": 2.0}),  # A set point's controller state is copied with its member.
+])
+def test_every_family_searches(family, kind, overrides, tmp_path):
+  # Undercomplete (above) and the VAE (tests/test_pbt.py) search in the other tests; each family's loss terms,
+  # state and evaluation go through a rung or an exploit the same way (halving and PBT share the member code).
+  config = family_config(family)
+  config.update({"num_steps": 12, "log_every": 3, "eval_every": 3, "checkpoint_every": 12, "evaluate": "quick",
+                 "num_pictures": 0, "validation_fraction": 0.1, **overrides})
+  members = [{"learning_rate": lr} for lr in (3e-3, 1e-3, 3e-4, 1e-4)]
+  extra = {"eta": 2} if kind == "halving" else {"pbt_interval": 3, "pbt_quantile": 0.25}
+  out = sweep.run(config, members, str(tmp_path), search=kind, **extra)
+  statuses = [r.status for r in out["results"]]
+  assert statuses.count("done") == (1 if kind == "halving" else 4), statuses
+  record = workdir_lib.read_search(str(tmp_path))
+  assert record["decisions" if kind == "halving" else "exploits"]
+  assert os.path.exists(out["paths"]["search"])
