@@ -47,6 +47,11 @@ def test_a_sweep_over_a_user_terms_weight_reports_its_losses_everywhere(tmp_path
   assert out["best"]["member"] in best
 
 
+def test_titles_name_an_npz_by_its_file_not_its_machine_path():
+  assert sweep._dataset_title("npz:/home/someone/data/mnist.npz") == "npz:mnist.npz"  # pylint: disable=protected-access
+  assert sweep._dataset_title("digits") == "digits"  # pylint: disable=protected-access
+
+
 def test_an_interrupted_sweep_says_it_resumes(tmp_path, caplog):
   config = family_config("undercomplete")
   config.update({"num_steps": 4, "log_every": 2, "eval_every": 4, "checkpoint_every": 2, "num_pictures": 0,
