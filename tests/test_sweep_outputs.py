@@ -47,6 +47,16 @@ def test_a_sweep_over_a_user_terms_weight_reports_its_losses_everywhere(tmp_path
   assert out["best"]["member"] in best
 
 
+def test_pbt_explores_a_swept_weight_like_any_hyperparameter():
+  from ae_jax import pbt  # pylint: disable=g-import-not-at-top
+
+  swept = [{"weight/code_energy": 0.1, "beta": 1.0, "seed": 0}]
+  assert pbt.explored_keys(swept, None) == ["beta", "weight/code_energy"]
+  assert pbt.explored_keys([{"seed": 0}], ["weight/code_energy"]) == ["weight/code_energy"]
+  with pytest.raises(sweep_spec.SweepError, match="--explore=widths"):
+    pbt.explored_keys([{"seed": 0}], ["widths"])
+
+
 def test_titles_name_an_npz_by_its_file_not_its_machine_path():
   assert sweep._dataset_title("npz:/home/someone/data/mnist.npz") == "npz:mnist.npz"  # pylint: disable=protected-access
   assert sweep._dataset_title("digits") == "digits"  # pylint: disable=protected-access
