@@ -52,6 +52,15 @@ def parse_extra_terms(spec: str) -> list[tuple[str, str, float]]:
   return terms
 
 
+def with_weight(spec: str, name: str, weight: float) -> str:
+  """`spec` with the term `name` weighted by `weight` (a sweep's `weight/<name>=...`); KeyError if no term has
+  that name. The other terms keep their weights."""
+  terms = parse_extra_terms(spec)
+  if name not in [n for n, _, _ in terms]:
+    raise KeyError(name)
+  return ",".join(f"{path}={(float(weight) if n == name else w)!r}" for n, path, w in terms)
+
+
 def extra_terms_structure(spec: str) -> str:
   """The extra terms without their weights: which functions run (structure), not how much they count."""
   return ",".join(path for _, path, _ in parse_extra_terms(spec))

@@ -34,6 +34,7 @@ from ae_jax import search as search_lib
 from ae_jax import search_space
 from ae_jax import step as step_lib
 from ae_jax import sweep_spec
+from ae_jax import sweep_table
 from ae_jax import train
 from ae_jax import workdir as workdir_lib
 
@@ -42,12 +43,14 @@ DEFAULT_FACTORS = (0.8, 1.25)
 
 
 def explored_keys(overrides: Sequence[dict[str, Any]], explore: Sequence[str] | None) -> list[str]:
-  """The hyperparameters PBT perturbs: `explore`, or the swept ones that are numbers in the math."""
-  keys = list(explore) if explore else sorted({k for o in overrides for k in o if k in hparams.FLOAT_KEYS})
-  bad = [k for k in keys if k not in hparams.FLOAT_KEYS]
+  """The hyperparameters PBT perturbs: `explore`, or the swept ones that are numbers in the math (a user
+  term's `weight/<name>` included)."""
+  explorable = lambda k: k in hparams.FLOAT_KEYS or sweep_spec.term_name(k) is not None
+  keys = list(explore) if explore else sorted({k for o in overrides for k in o if explorable(k)})
+  bad = [k for k in keys if not explorable(k)]
   if bad:
     raise sweep_spec.SweepError(f"--explore={','.join(bad)}: PBT perturbs hyperparameters (numbers in the math: "
-                                f"{', '.join(hparams.FLOAT_KEYS)}), not structure keys or the seed")
+                                f"{', '.join(hparams.FLOAT_KEYS)}, weight/<term>), not structure keys or the seed")
   if not keys:
     raise sweep_spec.SweepError("PBT has nothing to explore: sweep a hyperparameter (e.g. --sweep=learning_rate="
                                 "1e-3,3e-3) or name them with --explore=learning_rate,beta")
@@ -58,7 +61,7 @@ def decide(scores: Sequence[float], *, quantile: float, rng: np.random.Generator
   """{bottom member: the top member it copies} for scores (lower is better; non-finite ranks last)."""
   n = len(scores)
   count = max(1, math.floor(quantile * n)) if n > 1 else 0
-  order = sorted(range(n), key=lambda i: (scores[i] if math.isfinite(scores[i]) else math.inf, i))
+  order = sweep_table.order({i: [score] for i, score in enumerate(scores)})  # As --select and halving rank.
   top = [i for i in order[:count] if math.isfinite(scores[i])]
   if not top:
     return {}

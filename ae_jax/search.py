@@ -25,6 +25,7 @@ from ae_jax import data
 from ae_jax import multihost
 from ae_jax import pictures
 from ae_jax import sweep_spec
+from ae_jax import sweep_table
 from ae_jax import train
 from ae_jax import workdir as workdir_lib
 
@@ -78,13 +79,13 @@ def setting(overrides: dict[str, Any]) -> str:
 
 
 def survivors(settings: Sequence[str], scores: Sequence[float], *, eta: int) -> set[str]:
-  """The best ceil(n / eta) of the n settings by mean score over their members (lower is better; a
-  non-finite score, e.g. a diverged member's, ranks last; ties go to the first listed)."""
+  """The best ceil(n / eta) of the n settings by mean score over their members (lower is better), ranked
+  by `sweep_table.order`: a setting with a non-finite score (a diverged member's) after every setting
+  whose scores are all finite; ties go to the first listed."""
   by_setting: dict[str, list[float]] = {}
   for s, score in zip(settings, scores):
-    by_setting.setdefault(s, []).append(score if math.isfinite(score) else math.inf)
-  means = {s: sum(v) / len(v) for s, v in by_setting.items()}
-  ranked = sorted(means, key=lambda s: (means[s], list(by_setting).index(s)))
+    by_setting.setdefault(s, []).append(score)
+  ranked = sweep_table.order(by_setting)  # As --select ranks the settings at the end.
   return set(ranked[:math.ceil(len(ranked) / eta)])
 
 
@@ -196,7 +197,7 @@ def save_picture(workdir: str, members: list[train.Member], names: list[str]) ->
     for key in record["explore"]:
       hp_curves[key] = {}
       for member, name in zip(members, names):
-        points = [(0, float(member.config[key]))]
+        points = [(0, float(sweep_spec.current_value(key, member.config)))]
         for e in record["exploits"]:
           points += [(e["step"], m["hp"][key]) for m in e["moves"] if m["member"] == name]
         hp_curves[key][name] = points + [(record["num_steps"], points[-1][1])]

@@ -45,8 +45,8 @@ def member_configs(base_config, members: list[dict[str, Any]]) -> list[Any]:
   configs = []
   for overrides in members:
     config = copy.deepcopy(base_config)
-    config.update(overrides)
     try:
+      sweep_spec.apply(config, overrides)
       config_lib.validate(config)
       unread = families.unread_hparams(config, overrides)
       if unread:
@@ -64,9 +64,18 @@ def _describe(overrides: dict[str, Any]) -> str:
   return ", ".join(f"{k}={v!r}" for k, v in overrides.items()) or "(base config)"
 
 
+def term_names(config) -> list[str]:
+  """The names of the config's user terms (`config.extra_terms`)."""
+  return [name for name, _, _ in hparams.parse_extra_terms(config.extra_terms)]
+
+
 def metric_columns(configs) -> list[str]:
-  """train_loss, test_loss, then the key evaluation metrics of the families in the sweep."""
+  """train_loss, test_loss, each user term's train and test loss, then the key evaluation metrics of
+  the families in the sweep."""
   columns = list(BASE_METRICS)
+  for config in configs:
+    columns += [f"{split}_loss_{name}" for name in term_names(config) for split in ("train", "test")
+                if f"{split}_loss_{name}" not in columns]
   for config in configs:
     columns += [m for m in families.get(config.family).metrics if m not in columns]
   return columns
@@ -139,8 +148,9 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
   results: list[workdir_lib.Result | None] = [workdir_lib.read_finished(os.path.join(workdir, n), c)
                                               for n, c in zip(names, configs)]
   pending = [i for i, r in enumerate(results) if r is None]
-  logging.info("Sweep of %d members in %s: %d finished, %d to train.", len(members), workdir,
-               len(members) - len(pending), len(pending))
+  resuming = sum(workdir_lib.has_checkpoint(os.path.join(workdir, names[i])) for i in pending)
+  logging.info("Sweep of %d members in %s: %d finished, %d to resume from their checkpoints, %d to train from the "
+               "start.", len(members), workdir, len(members) - len(pending), resuming, len(pending) - resuming)
   groups: dict[str, list[int]] = {}
   for i in pending:
     groups.setdefault(hparams.structure_key(configs[i]), []).append(i)
@@ -184,12 +194,14 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
   if any(SETPOINT in row for row in rows):
     metrics.insert(0, SETPOINT)
   if any(VAL_LOSS in row for row in rows):  # Validation columns: what --select ranks on.
-    metrics.insert(metrics.index("test_loss"), VAL_LOSS)
+    for test in [m for m in metrics if m.startswith("test_loss")]:
+      metrics.insert(metrics.index(test), VAL_LOSS + test[len("test_loss"):])
     if select:
       key = sweep_table.selection_key(rows, select)[0]
       if key not in metrics:
         metrics.insert(metrics.index(VAL_LOSS) + 1, key)
-  title = f"{base_config.family if len({c.family for c in configs}) == 1 else 'families'} on {base_config.dataset}"
+  family = base_config.family if len({c.family for c in configs}) == 1 else "families"
+  title = f"{family} on {_dataset_title(base_config.dataset)}"
   if multihost.is_main():  # The others' results lack the evaluation (process 0 runs it): they write nothing.
     paths = sweep_table.write(workdir, rows, swept_keys=swept, metrics=metrics, select=select, title=title)
     paths.update({f"frontier_{kind}": path for kind, path in
@@ -223,6 +235,11 @@ SETPOINT = "setpoint"  # A row's verdict on its target: met, or missed by how mu
 NA_SETPOINT = "not finished"
 
 
+def _dataset_title(dataset: str) -> str:
+  """The dataset as a title names it: an npz by its file name, not its machine path."""
+  return f"npz:{os.path.basename(dataset[4:])}" if dataset.startswith("npz:") else dataset
+
+
 def _row(name: str, config, swept: list[str], result: workdir_lib.Result) -> dict[str, Any]:
   status = result.status
   if status == workdir_lib.DIVERGED:
@@ -231,8 +248,11 @@ def _row(name: str, config, swept: list[str], result: workdir_lib.Result) -> dic
     status = f"failed: {result.message}"
   elif status == workdir_lib.STOPPED:
     status = f"stopped at rung {result.rung} (step {result.step})"
-  row = {"member": name, **{k: config[k] for k in swept}, "status": status,
+  row = {"member": name, **{k: sweep_spec.current_value(k, config) for k in swept}, "status": status,
          "train_loss": result.train.get("loss", math.nan), "test_loss": result.test.get("loss", math.nan)}
+  for term in term_names(config):  # A user term's loss on each split, as the loss's own columns.
+    row[f"train_loss_{term}"] = result.train.get(f"loss_{term}", math.nan)
+    row[f"test_loss_{term}"] = result.test.get(f"loss_{term}", math.nan)
   row.update(result.eval)
   for key in setpoint.active(config):
     point = families.get(config.family).setpoints[key]
@@ -240,6 +260,7 @@ def _row(name: str, config, swept: list[str], result: workdir_lib.Result) -> dic
                      if result.done else NA_SETPOINT)
   if result.validation or result.eval_validation:
     row[VAL_LOSS] = result.validation.get("loss", math.nan)
+    row.update({f"{VAL_LOSS}_{term}": result.validation.get(f"loss_{term}", math.nan) for term in term_names(config)})
     row.update({sweep_table.VALIDATION + k: v for k, v in result.eval_validation.items()})
   return row
 

@@ -7,6 +7,9 @@ the draws are seeded and rounded to 4 significant digits, so a drawn member is a
 `validate` checks every member against the base config and coerces values to its types, so a typo
 or a wrong type fails in one line (SweepError) before anything compiles, not after an hour of
 training. `member_name` gives each member the folder name its results go under.
+
+A user term's weight is a key too: `weight/<name>` (the term `name` of `config.extra_terms`) is swept as
+a number (`--sweep='weight/tv=0.001,0.01,0.1'`); `apply` writes it into the member's `extra_terms`.
 """
 
 import ast
@@ -22,6 +25,7 @@ import traceback
 from typing import Any
 
 from ae_jax import errors
+from ae_jax import hparams
 from ae_jax import search_space
 
 # Run settings, not experiment settings: every member of a sweep shares them.
@@ -33,6 +37,7 @@ SEED_KEY = "seed"
 MAX_NAME_LENGTH = 100
 _BOOLS = {"true": True, "True": True, "1": True, "false": False, "False": False, "0": False}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
+WEIGHT_PREFIX = hparams.EXTRA_PREFIX  # "weight/<name>": the weight of the user term <name>.
 
 
 SweepError = errors.SweepError
@@ -154,7 +159,7 @@ def parse_spaces(text: str, *, config=None) -> dict[str, list[Any] | search_spac
       raise SweepError(f"--sweep lists {key} twice; put all its values in one term: {key}=v1,v2")
     if config is not None:
       _check_key(key, config)
-    current = config[key] if config is not None else None
+    current = current_value(key, config) if config is not None else None
     tuple_valued = isinstance(current, (tuple, list)) or (config is None and listed.startswith(("(", "[")))
     if not listed:
       raise SweepError(f"--sweep has no values for {key}; write {key}=v1,v2")
@@ -256,8 +261,9 @@ def validate(members: list[dict[str, Any]], config) -> list[dict[str, Any]]:
     for key, value in member.items():
       if not isinstance(key, str):
         raise SweepError(f"member {i} has key {key!r}; keys are config key names (str)")
-      _check_key(key, config)
-      coerced[key] = coerce(key, value, config[key])
+      extra_terms = member.get("extra_terms") if isinstance(member.get("extra_terms"), str) else None
+      _check_key(key, config, extra_terms=extra_terms)
+      coerced[key] = coerce(key, value, current_value(key, config, extra_terms=extra_terms))
     canonical = repr(sorted((k, _canonical(v)) for k, v in coerced.items()))
     if canonical in seen:
       raise SweepError(f"members {seen[canonical]} and {i} are the same override {coerced!r}; "
@@ -267,7 +273,49 @@ def validate(members: list[dict[str, Any]], config) -> list[dict[str, Any]]:
   return out
 
 
-def _check_key(key: str, config) -> None:
+def term_name(key: str) -> str | None:
+  """The user term a `weight/<name>` key weights; None for any other key."""
+  return key[len(WEIGHT_PREFIX):] if key.startswith(WEIGHT_PREFIX) else None
+
+
+def _term_weights(spec: str) -> dict[str, float]:
+  try:
+    return {name: weight for name, _, weight in hparams.parse_extra_terms(spec)}
+  except ValueError as e:
+    raise SweepError(f"--config.extra_terms: {e}") from None
+
+
+def current_value(key: str, config, *, extra_terms: str | None = None) -> Any:
+  """The config's value of sweep key `key`: for `weight/<name>`, the weight `extra_terms` (default: the
+  config's) gives the term."""
+  name = term_name(key)
+  if name is None:
+    return config[key]
+  return _term_weights(config["extra_terms"] if extra_terms is None else extra_terms)[name]
+
+
+def apply(config, overrides: dict[str, Any]) -> None:
+  """Sets a member's `overrides` on `config` (a copy of the base): `weight/<name>` rewrites that term's
+  weight in `config.extra_terms` (after an `extra_terms` override, if the member has one)."""
+  config.update({k: v for k, v in overrides.items() if term_name(k) is None})
+  for key, value in overrides.items():
+    name = term_name(key)
+    if name is not None:
+      _check_key(key, config)
+      config.extra_terms = hparams.with_weight(config.extra_terms, name, value)
+
+
+def _check_key(key: str, config, *, extra_terms: str | None = None) -> None:
+  name = term_name(key)
+  if name is not None:
+    spec = (config["extra_terms"] if "extra_terms" in config else "") if extra_terms is None else extra_terms
+    weights = _term_weights(spec)
+    if name not in weights:
+      listed = ", ".join(WEIGHT_PREFIX + n for n in weights)
+      fix = (f"the config's term weights are {listed}" if listed else
+             f"add the term first, e.g. --config.extra_terms=my_terms:{name or 'tv'}=0.01")
+      raise SweepError(f"sweep key {key!r}: --config.extra_terms={spec!r} has no term named {name!r}; {fix}")
+    return
   if key in UNSWEEPABLE:
     raise SweepError(f"{key} is a run setting, not an experiment setting, and cannot be swept; set it "
                      f"once with --config.{key}")
@@ -391,14 +439,15 @@ def member_name(overrides: dict[str, Any], swept_keys: Sequence[str]) -> str:  #
   """A short, folder-safe, deterministic name such as 'beta=0.5,seed=1'.
 
   Keys in `swept_keys` order (any others after, sorted); floats as :g, tuples as 16x32, strings as
-  written. Characters outside [A-Za-z0-9._=,+-] become '_'. When that or a string value could make two
-  members' names alike, or the name is over MAX_NAME_LENGTH, a hash of the exact values is appended.
+  written, a user term's weight 'weight/tv' as 'weight.tv'. Characters outside [A-Za-z0-9._=,+-] become
+  '_'. When that or a string value could make two members' names alike, or the name is over
+  MAX_NAME_LENGTH, a hash of the exact values is appended.
   A member with no overrides is 'base'.
   """
   keys = [k for k in swept_keys if k in overrides] + sorted(k for k in overrides if k not in swept_keys)
   if not keys:
     return "base"
-  readable = ",".join(f"{key}={_format(overrides[key])}" for key in keys)
+  readable = ",".join(f"{_label(key)}={_format(overrides[key])}" for key in keys)
   name = _UNSAFE.sub("_", readable)
   exact = ",".join(f"{key}={_canonical(overrides[key])!r}" for key in keys)
   ambiguous = name != readable or any(_ambiguous(overrides[key]) for key in keys)
@@ -406,6 +455,12 @@ def member_name(overrides: dict[str, Any], swept_keys: Sequence[str]) -> str:  #
   if len(name) > MAX_NAME_LENGTH:
     return f"{name[:MAX_NAME_LENGTH - len(digest) - 1]}-{digest}"
   return f"{name}-{digest}" if ambiguous else name
+
+
+def _label(key: str) -> str:
+  """A key as a folder name shows it: 'weight/tv' as 'weight.tv' (no config key has a '.')."""
+  name = term_name(key)
+  return key if name is None else f"{WEIGHT_PREFIX[:-1]}.{name}"
 
 
 def _ambiguous(value: Any) -> bool:

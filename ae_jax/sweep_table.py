@@ -1,10 +1,15 @@
-"""What a sweep reports: every member's metrics, their mean and spread over seeds, and the best member.
+"""What a sweep reports: every member's metrics, their mean and spread over seeds, and the best setting.
 
 A sweep's rows (one per member: its name, swept values, status and metrics) become sweep.csv (for
 pandas or a spreadsheet), sweep.md (the same tables printed at the end of a sweep) and sweep.png
-(each metric against the first swept key). Only members whose status is "done" and whose metric is
-finite count in means, spreads and the best member: a diverged seed is reported, not averaged in.
+(each metric some member measured against the first swept key). A metric no member measured (e.g. one
+a quick evaluation skips) gets no column and no panel. Only members whose status is "done" and whose
+metric is finite count in means, spreads and the ranking: a diverged seed is reported, not averaged in.
 The spread over seeds is the population standard deviation (ddof=0): seeds 1.0 and 3.0 give 2 ± 1.
+
+`--select` ranks settings (the swept values but the seed) by their mean over seeds, those whose every
+seed counts first (`order`, which successive halving and PBT rank with too), and names the best
+setting and its best seed.
 """
 
 from collections.abc import Sequence
@@ -21,7 +26,7 @@ from ae_jax import workdir as workdir_lib
 NA = "—"
 DONE = "done"
 SEED_KEY = sweep_spec.SEED_KEY
-MAX_PLOTS = 6
+MEAN_DIGITS = 3  # Significant digits of a "mean ± std" cell.
 # Metric names containing one of these are maximised; all others are minimised (losses, errors).
 MAXIMISE = ("accuracy", "log_likelihood", "psnr", "active_units", "fraction_variance_explained", "elbo")
 # ...except these, which contain "elbo" but are terms of the negative ELBO, so lower is better.
@@ -84,8 +89,29 @@ def direction(metric: str) -> tuple[str, str]:
   return metric, "max" if any(word in lower for word in MAXIMISE) else "min"
 
 
-def best(rows: list[dict[str, Any]], metric: str, *, swept_keys: Sequence[str] = ()) -> dict[str, Any] | None:
-  """The finished row with the best finite `metric` (first on ties), or None if no finished row has one.
+def order(scores: dict[Any, Sequence[float]], *, sense: str = "min") -> list[Any]:
+  """The settings (keys of `scores`, each with its members' scores) best first.
+
+  A setting whose every member has a finite score ranks before one with a non-finite score (a diverged
+  or unfinished seed); then by the mean of its finite scores (lowest first for "min"); ties and settings
+  with no finite score go in listed order. Halving's survivors, PBT's parents and --select all rank so.
+  """
+  listed = list(scores)
+
+  def key(setting):
+    finite = [float(v) for v in scores[setting] if v is not None and math.isfinite(v)]
+    mean = float(np.mean(finite)) if finite else math.inf
+    return (len(finite) < len(scores[setting]), mean if sense == "min" or not finite else -mean,
+            listed.index(setting))
+
+  return sorted(listed, key=key)
+
+
+def rank(rows: list[dict[str, Any]], metric: str, *, swept_keys: Sequence[str] = ()) -> list[dict[str, Any]]:
+  """The settings of the rows ranked by `metric` (`order`), best first: each a dict with the setting's
+  swept values ("values": {key: value}, the seed left out), "rows", the mean, std and count of its
+  counted values ("mean", "std", "n") and its best member ("best"). Settings with no counted value
+  are left out. Without swept seeds, every member is its own setting.
 
   `metric` may be prefixed "max:" or "min:"; otherwise accuracies, likelihoods, PSNRs, active units,
   explained variance and ELBOs are maximised and everything else (losses, errors) minimised. Raises
@@ -95,11 +121,30 @@ def best(rows: list[dict[str, Any]], metric: str, *, swept_keys: Sequence[str] =
   if not any(name in row for row in rows):
     available = metric_names(rows, swept_keys=swept_keys)
     raise sweep_spec.SweepError(f"no member reports metric {name!r}; metrics: {', '.join(available) or 'none'}")
-  scored = [(v, i) for i, v in enumerate(_counted(row, name) for row in rows) if v is not None]
-  if not scored:
-    return None
-  _, index = min(scored, key=lambda s: (s[0] if sense == "min" else -s[0], s[1]))
-  return rows[index]
+  keys = [k for k in swept_keys if k != SEED_KEY]
+  groups: dict[Any, list[int]] = {}
+  for i, row in enumerate(rows):
+    setting = tuple(_hashable(row.get(k)) for k in keys) if SEED_KEY in swept_keys else i
+    groups.setdefault(setting, []).append(i)
+  scores = {s: [_counted(rows[i], name) for i in members] for s, members in groups.items()}
+  out = []
+  for setting in order({s: [math.nan if v is None else v for v in values] for s, values in scores.items()},
+                       sense=sense):
+    counted = [(v, i) for v, i in zip(scores[setting], groups[setting]) if v is not None]
+    if not counted:
+      continue
+    values = [v for v, _ in counted]
+    _, index = min(counted, key=lambda c: (c[0] if sense == "min" else -c[0], c[1]))
+    out.append({"values": {k: rows[index].get(k) for k in keys}, "rows": [rows[i] for i in groups[setting]],
+                "mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values), "best": rows[index]})
+  return out
+
+
+def best(rows: list[dict[str, Any]], metric: str, *, swept_keys: Sequence[str] = ()) -> dict[str, Any] | None:
+  """The best member of the best setting by `metric` (`rank`), or None if no finished row has a finite
+  value; SweepError, listing the metrics there are, when no row reports `metric` at all."""
+  ranked = rank(rows, metric, swept_keys=swept_keys)
+  return ranked[0]["best"] if ranked else None
 
 
 FATE = "fate"  # A search's word on a member: "replaced at step s by m" (PBT), "stopped at rung r" (halving).
@@ -113,9 +158,10 @@ def selection_key(rows: list[dict[str, Any]], select: str) -> tuple[str, str]:
   test_loss), so the test split is only reported; without one it falls back to the test split, and
   the table says so. The "max:"/"min:" prefix is kept.
   """
-  name, sense = direction(select)
+  name, _ = direction(select)
   prefix = select[:len(select) - len(name)]
-  validation = "val_loss" if name == "test_loss" else VALIDATION + name
+  # test_loss and a user term's test_loss_<term> have the validation losses val_loss, val_loss_<term>.
+  validation = "val_" + name.removeprefix("test_") if name.startswith("test_loss") else VALIDATION + name
   if any(validation in row for row in rows):
     return prefix + validation, "validation"
   return select, "test"
@@ -131,6 +177,13 @@ def metric_names(rows: list[dict[str, Any]], *, swept_keys: Sequence[str] = ()) 
           value, bool):
         names[key] = None
   return list(names)
+
+
+def measured(rows: list[dict[str, Any]], metrics: Sequence[str], *, counted: bool = False) -> list[str]:
+  """The `metrics` some row has a finite value of (`counted`: some finished row): the table's columns
+  (and, counted, the picture's panels); a metric no member measured would be an empty column."""
+  value = _counted if counted else lambda row, m: _number(row.get(m))
+  return [m for m in metrics if any(value(row, m) is not None for row in rows)]
 
 
 # Text.
@@ -152,6 +205,13 @@ def _cell(value: Any) -> str:
   return text or NA
 
 
+def _stat(mean: float, std: float) -> str:
+  """'0.0138 ± 0.000228': a mean and its spread to MEAN_DIGITS significant digits each."""
+  if math.isnan(mean):
+    return NA
+  return f"{mean:.{MEAN_DIGITS}g} ± {std:.{MEAN_DIGITS}g}"
+
+
 def _table(header: Sequence[str], body: list[list[str]]) -> list[str]:
   """A GitHub table, pipes in cells escaped."""
   escape = lambda cell: cell.replace("|", "&#124;")
@@ -163,22 +223,36 @@ def _table(header: Sequence[str], body: list[list[str]]) -> list[str]:
 def _best_line(rows: list[dict[str, Any]], select: str, swept_keys: Sequence[str]) -> str:
   name, _ = direction(select)
   key, split = selection_key(rows, select)
-  ranked = direction(key)[0]
+  ranked_on = direction(key)[0]
   where = (f"{name} on the validation split" if split == "validation" else
            f"{name} on the test split (no validation split: set --config.validation_fraction to select on one)")
   try:
-    row = best(rows, key, swept_keys=swept_keys)
+    ranked = rank(rows, key, swept_keys=swept_keys)
   except sweep_spec.SweepError as e:
     return f"Best by {where}: {NA} ({e})"
-  if row is None:
+  if not ranked:
     return f"Best by {where}: {NA} (no finished member has a finite value)"
+  top = ranked[0]
+  row = top["best"]
   reported = f"; test {_cell(row.get(name))}" if split == "validation" else ""
-  return f"Best by {where}: {row.get('member', NA)} ({_cell(row[ranked])}{reported})"
+  member = f"{row.get('member', NA)} ({_cell(row[ranked_on])}{reported})"
+  if SEED_KEY not in swept_keys:
+    return f"Best by {where}: {member}"
+  setting = ",".join(f"{k}={_cell(v)}" for k, v in top["values"].items()) or "the base config"
+  seeds = f"{top['n']} seeds" if top["n"] == len(top["rows"]) else f"{top['n']} of {len(top['rows'])} seeds"
+  if split == "validation":
+    tested = [v for v in (_counted(r, name) for r in top["rows"]) if v is not None]
+    reported = f"; test {_stat(float(np.mean(tested)), float(np.std(tested)))}" if tested else ""
+  return (f"Best by {where}: {setting} (mean {_stat(top['mean'], top['std'])} over {seeds}{reported}); "
+          f"its best seed: {member}")
 
 
 def format_text(rows: list[dict[str, Any]], *, swept_keys: Sequence[str], metrics: Sequence[str],
                 select: str | None = None) -> str:
-  """sweep.md's content: the members, "mean ± std over seeds" when seeds are swept, the best member."""
+  """sweep.md's content: the members, "mean ± std over seeds" when seeds are swept, the best setting.
+
+  Only the `metrics` some member measured get a column."""
+  metrics = measured(rows, metrics)
   fate = [FATE] if any(FATE in row for row in rows) else []
   header = ["member", *swept_keys, "status", *fate, *metrics]
   body = [[_cell(row.get("member")), *(_cell(row.get(k)) for k in swept_keys), _cell(row.get("status")),
@@ -191,10 +265,7 @@ def format_text(rows: list[dict[str, Any]], *, swept_keys: Sequence[str], metric
               ""]
     body = []
     for group in groups:
-      stats = []
-      for m in metrics:
-        mean, std = group[f"{m}_mean"], group[f"{m}_std"]
-        stats.append(NA if math.isnan(mean) else f"{_cell(mean)} ± {_cell(std)}")
+      stats = [_stat(group[f"{m}_mean"], group[f"{m}_std"]) for m in metrics]
       body.append([*(_cell(group[k]) for k in keys), f"{group['n']}/{group['runs']}", *stats])
     lines += _table([*keys, "n", *metrics], body)
   if select:
@@ -220,7 +291,8 @@ def write(workdir: str, rows: list[dict[str, Any]], *, swept_keys: Sequence[str]
   paths = workdir_lib.sweep_tables(workdir)
   with open(paths["csv"], "w", encoding="utf-8", newline="") as f:
     writer = csv.writer(f)
-    columns = ["member", *swept_keys, "status", *([FATE] if any(FATE in row for row in rows) else []), *metrics]
+    columns = ["member", *swept_keys, "status", *([FATE] if any(FATE in row for row in rows) else []),
+               *measured(rows, metrics)]
     writer.writerow(columns)
     for row in rows:
       writer.writerow([_csv_value(row.get(k)) for k in columns])
@@ -238,18 +310,31 @@ def _numeric_axis(values: list[Any]) -> bool:
   return bool(values) and all(_number(v) is not None for v in values)
 
 
+def x_scale(values: Sequence[Any]) -> str:
+  """How the panels draw the swept values: "log" when they are positive numbers spanning a decade or
+  more, "symlog" when a 0 joins such values, "linear" for other numbers, else "category"."""
+  if not _numeric_axis(list(values)):
+    return "category"
+  positive = [float(v) for v in values if float(v) > 0]
+  if positive and min(float(v) for v in values) >= 0 and max(positive) >= 10 * min(positive):
+    return "log" if len(positive) == len(values) else "symlog"
+  return "linear"
+
+
 def save_png(path: str, rows: list[dict[str, Any]], *, swept_keys: Sequence[str], metrics: Sequence[str],
              title: str = "") -> str:
-  """One panel per metric (the first MAX_PLOTS) against the first non-seed swept key (Agg, no display).
+  """One panel per metric a finished member measured (`panels`) against the first non-seed swept key
+  (Agg, no display), three panels a row.
 
   One line per combination of the other non-seed keys, at the mean over seeds with std error bars;
-  a numeric x with positive values spanning over 10x is drawn on a log axis, any other x as
-  categories. With only seeds swept, each seed's value is a dot.
+  a numeric x whose positive values span a decade or more is drawn on a log axis (symmetric log with a
+  0 among them), any other x as categories. With only seeds swept, each seed's value is a dot. The
+  panels' metrics are in the PNG's "Description" text.
   """
   from matplotlib import figure as mpl_figure  # pylint: disable=g-import-not-at-top
   from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
 
-  shown = list(metrics)[:MAX_PLOTS]
+  shown = panels(rows, metrics)
   keys = [k for k in swept_keys if k != SEED_KEY]
   columns = min(3, max(1, len(shown)))
   grid_rows = max(1, math.ceil(len(shown) / columns))
@@ -263,8 +348,8 @@ def save_png(path: str, rows: list[dict[str, Any]], *, swept_keys: Sequence[str]
   if keys:
     x_key, line_keys = keys[0], keys[1:]
     xs = list(dict.fromkeys(_hashable(row.get(x_key)) for row in rows))
-    numeric = _numeric_axis(xs)
-    log = numeric and min(xs) > 0 and max(xs) > 10 * min(xs)
+    scale = x_scale(xs)
+    numeric = scale != "category"
     if numeric:
       xs = sorted(xs)
     position = {x: (float(x) if numeric else i) for i, x in enumerate(xs)}
@@ -295,8 +380,10 @@ def save_png(path: str, rows: list[dict[str, Any]], *, swept_keys: Sequence[str]
       label = ", ".join(f"{k}={_cell(v)}" for k, v in zip(line_keys, line)) or None
       ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
                   capsize=3, label=label)
-    if log:
+    if scale == "log":
       ax.set_xscale("log")
+    elif scale == "symlog":
+      ax.set_xscale("symlog", linthresh=min(float(x) for x in xs if float(x) > 0))
     if not numeric or len(xs) <= 8:  # Few values: tick each one.
       ax.set_xticks([position[x] for x in xs], [_cell(x) for x in xs])
       ax.minorticks_off()
@@ -304,5 +391,10 @@ def save_png(path: str, rows: list[dict[str, Any]], *, swept_keys: Sequence[str]
     if line_keys and ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, format="png")
+  fig.savefig(path, format="png", metadata={"Description": "panels: " + ", ".join(shown)})
   return path
+
+
+def panels(rows: list[dict[str, Any]], metrics: Sequence[str]) -> list[str]:
+  """sweep.png's panels: the `metrics` some finished member has a finite value of, every one."""
+  return measured(rows, metrics, counted=True)

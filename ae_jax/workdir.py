@@ -95,6 +95,12 @@ def checkpoint_path(workdir: str, step: int) -> str:
   return os.path.join(workdir, CHECKPOINTS, str(step))
 
 
+def has_checkpoint(workdir: str) -> bool:
+  """Whether `workdir` holds a saved step (orbax's folders are named by step): a run to resume."""
+  folder = checkpoint_dir(workdir)
+  return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
+
+
 def picture(workdir: str, name: str) -> str:
   """Where the picture `name` (one of PICTURES) goes."""
   if name not in PICTURES:

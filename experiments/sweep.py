@@ -42,8 +42,9 @@ flags.DEFINE_integer("search_seed", None, "Seed of the --members draws (default 
 flags.DEFINE_integer("seeds", None, "Each setting with seeds 0..N-1 (added as the key 'seed').", lower_bound=1)
 flags.DEFINE_string("sweep_file", None, "A Python file whose get_sweep() returns the members as override dicts.")
 flags.DEFINE_string("workdir", None, "Where the members and the tables go (default: runs/sweep_<family>).")
-flags.DEFINE_string("select", None, "Report the best member by this metric (min:/max: prefix to force a "
-                    "direction), e.g. test_loss or max:probe_accuracy.")
+flags.DEFINE_string("select", None, "Rank the settings by this metric's mean over seeds and report the best "
+                    "setting and its best seed (min:/max: prefix to force a direction), e.g. test_loss, "
+                    "max:probe_accuracy or a user term's test_loss_<name>.")
 flags.DEFINE_enum("search", "grid", sweep_spec.SEARCHES, "grid: every member trains to the end; halving: "
                   "successive halving, the best 1/eta of the settings go on at each rung; pbt: population-based "
                   "training, the worst quarter takes the best quarter's state and perturbs its hyperparameters "

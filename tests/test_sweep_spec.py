@@ -411,3 +411,55 @@ def test_parse_inline_bad_searches(config, text, members, message):
   with pytest.raises(SweepError, match=message) as info:
     sweep_spec.parse_inline(text, members=members, config=config)
   assert "\n" not in str(info.value)
+
+
+# A user term's weight: `weight/<name>`.
+
+TERM = "tests.test_families:code_energy"
+
+
+def test_a_user_terms_weight_is_swept_as_a_number_inline(config):
+  config.extra_terms = f"{TERM}=0.25"
+  members = sweep_spec.parse_inline("weight/code_energy=0.001,0.01,1", seeds=2, config=config)
+  assert [m["weight/code_energy"] for m in members] == [0.001, 0.001, 0.01, 0.01, 1.0, 1.0]
+  assert all(type(m["weight/code_energy"]) is float for m in members)  # 1 is the number 1.0, not a string.
+  names = [sweep_spec.member_name(m, ["weight/code_energy", "seed"]) for m in members]
+  assert names[:2] == ["weight.code_energy=0.001,seed=0", "weight.code_energy=0.001,seed=1"]  # No hash suffix.
+  assert sweep_spec.current_value("weight/code_energy", config) == 0.25
+  drawn = sweep_spec.parse_inline("weight/code_energy=loguniform(1e-3,1e-1)", members=3, config=config)
+  assert all(1e-3 <= m["weight/code_energy"] <= 1e-1 for m in drawn)
+
+
+def test_a_sweep_file_sweeps_a_weight_and_apply_writes_it_into_extra_terms(tmp_path, config):
+  config.extra_terms = f"{TERM}=0.25,tests.test_families:other=2"
+  path = tmp_path / "weights.py"
+  path.write_text("from ae_jax import sweep_spec\n\ndef get_sweep():\n"
+                  "  return sweep_spec.product(**{'weight/code_energy': [0.1, 1], 'beta': [1.0]})\n")
+  members = sweep_spec.validate(sweep_spec.load_file(str(path)), config)
+  assert members == [{"weight/code_energy": 0.1, "beta": 1.0}, {"weight/code_energy": 1.0, "beta": 1.0}]
+  sweep_spec.apply(config, members[0])
+  assert config.extra_terms == f"{TERM}=0.1,tests.test_families:other=2.0" and config.beta == 1.0
+  assert sweep_spec.current_value("weight/code_energy", config) == 0.1
+  assert sweep_spec.current_value("weight/other", config) == 2.0
+
+
+def test_a_weight_follows_the_members_own_extra_terms(config):
+  members = sweep_spec.validate([{"extra_terms": f"{TERM}=1", "weight/code_energy": 0.5}], config)
+  sweep_spec.apply(config, members[0])
+  assert config.extra_terms == f"{TERM}=0.5"
+
+
+@pytest.mark.parametrize("extra_terms, key, message", [
+    ("", "weight/tv", r"no term named 'tv'; add the term first, e.g. --config.extra_terms=my_terms:tv=0.01"),
+    (f"{TERM}=0.25", "weight/code_energi", r"no term named 'code_energi'; the config's term weights are "
+     r"weight/code_energy"),
+])
+def test_a_weight_of_a_term_the_config_lacks_is_refused(config, extra_terms, key, message):
+  config.extra_terms = extra_terms
+  with pytest.raises(SweepError, match=message):
+    sweep_spec.parse_inline(f"{key}=0.1,1", config=config)
+  with pytest.raises(SweepError, match=message):
+    sweep_spec.validate([{key: 0.1}], config)
+  config.extra_terms = f"{TERM}=0.25"
+  with pytest.raises(SweepError, match="must be a number"):
+    sweep_spec.validate([{"weight/code_energy": "big"}], config)

@@ -1,4 +1,4 @@
-"""ae_jax.sweep_table: per-member rows, means over seeds, the best member, and the written files.
+"""ae_jax.sweep_table: per-member rows, means over seeds, the best setting, and the written files.
 
 Spreads are population standard deviations (ddof=0), as in the module: seeds 1.0 and 3.0 give 2 ± 1.
 """
@@ -104,13 +104,13 @@ def test_best_unknown_metric_lists_the_metrics():
 def test_format_text_tables_and_best_line():
   text = sweep_table.format_text(_rows(), swept_keys=KEYS, metrics=METRICS + ["mse"], select="test_loss")
   lines = text.splitlines()
-  assert lines[0] == "| member | beta | seed | status | test_loss | log_likelihood | mse |"
-  assert "| beta=4,seed=1 | 4 | 1 | diverged at step 40 | — | -1 | — |" in lines
+  assert lines[0] == "| member | beta | seed | status | test_loss | log_likelihood |"  # No member measured mse.
+  assert "| beta=4,seed=1 | 4 | 1 | diverged at step 40 | — | -1 |" in lines
   assert "mean ± std over seeds" in text
-  assert "| beta | n | test_loss | log_likelihood | mse |" in lines
-  assert "| 1 | 2/2 | 2 ± 1 | -11 ± 1 | — |" in lines
-  assert "| 4 | 1/2 | 5 ± 0 | -9 ± 0 | — |" in lines
-  assert lines[-1] == f"Best by test_loss{ON_TEST}: beta=1,seed=0 (1)"
+  assert "| beta | n | test_loss | log_likelihood |" in lines
+  assert "| 1 | 2/2 | 2 ± 1 | -11 ± 1 |" in lines
+  assert "| 4 | 1/2 | 5 ± 0 | -9 ± 0 |" in lines
+  assert lines[-1] == f"Best by test_loss{ON_TEST}: beta=1 (mean 2 ± 1 over 2 seeds); its best seed: beta=1,seed=0 (1)"
 
 
 def test_format_text_without_seeds_has_no_mean_table():
@@ -141,7 +141,9 @@ def test_write_produces_the_three_files(tmp_path):
     md = f.read()
   assert md.startswith("# beta sweep\n")
   assert "| 1 | 2/2 | 2 ± 1 | -11 ± 1 |" in md
-  assert md.rstrip().endswith(f"Best by log_likelihood{ON_TEST}: beta=4,seed=0 (-9)")
+  # beta=4 has the best member (-9) but a diverged seed: the setting whose seeds all finished wins.
+  assert md.rstrip().endswith(f"Best by log_likelihood{ON_TEST}: beta=1 (mean -11 ± 1 over 2 seeds); its best seed: "
+                              "beta=1,seed=0 (-10)")
   with Image.open(paths["png"]) as image:
     assert image.format == "PNG" and image.width > 100
 
@@ -166,7 +168,96 @@ def test_write_csv_keeps_full_precision_and_leaves_missing_blank(tmp_path):
     ([], [{"member": "base", "status": "done", "mse": 1.0}]),
 ])
 def test_write_plots_every_sweep_shape(tmp_path, swept_keys, rows):
-  metrics = ["mse", "probe_accuracy", "a", "b", "c", "d", "e"]  # More than MAX_PLOTS; most missing.
+  metrics = ["mse", "probe_accuracy", "a", "b", "c", "d", "e"]  # Most missing.
   path = sweep_table.write(str(tmp_path), rows, swept_keys=swept_keys, metrics=metrics)["png"]
   with Image.open(path) as image:
     assert image.format == "PNG"
+    assert image.info["Description"] == "panels: mse"
+
+
+def _vae_rows() -> list[dict]:
+  """A beta sweep over 3 seeds whose quick evaluation skipped the log-likelihood and the probe."""
+  rows = []
+  for beta in (0.25, 1.0, 4.0):
+    for seed in range(3):
+      rows.append({"member": f"beta={beta:g},seed={seed}", "beta": beta, "seed": seed, "status": "done",
+                   "train_loss": 50 + beta + seed, "test_loss": 51 + beta + seed, "train_loss_tv": 0.1 * beta,
+                   "test_loss_tv": 0.2 * beta, "log_likelihood": math.nan, "probe_accuracy": None,
+                   "elbo_reconstruction": 40 - beta, "elbo_kl": 5 * beta, "mse": 0.01 * beta + 0.001 * seed,
+                   "active_units": 8 - beta, "negative_elbo": 45 + beta})
+  return rows
+
+
+def test_the_picture_has_a_panel_for_every_measured_metric_and_none_for_skipped_ones(tmp_path):
+  metrics = ["train_loss", "test_loss", "train_loss_tv", "test_loss_tv", "log_likelihood", "probe_accuracy",
+             "elbo_reconstruction", "elbo_kl", "mse", "active_units", "negative_elbo"]
+  paths = sweep_table.write(str(tmp_path), _vae_rows(), swept_keys=KEYS, metrics=metrics)
+  measured = ["train_loss", "test_loss", "train_loss_tv", "test_loss_tv", "elbo_reconstruction", "elbo_kl", "mse",
+              "active_units", "negative_elbo"]  # More than 6: the VAE's MSE and active units among them.
+  assert sweep_table.panels(_vae_rows(), metrics) == measured
+  with Image.open(paths["png"]) as image:
+    assert image.info["Description"] == "panels: " + ", ".join(measured)
+    assert image.height > 3 * 300  # Three rows of three panels.
+  with open(paths["csv"], encoding="utf-8", newline="") as f:
+    assert next(csv.reader(f)) == ["member", "beta", "seed", "status", *measured]
+  with open(paths["markdown"], encoding="utf-8") as f:
+    md = f.read()
+  assert md.splitlines()[0] == "| member | beta | seed | status | " + " | ".join(measured) + " |"
+  assert "log_likelihood" not in md and "probe_accuracy" not in md
+
+
+@pytest.mark.parametrize("values, scale", [
+    ((0.001, 0.01, 0.1), "log"), ((1, 10), "log"), ((1, 9.9), "linear"), ((0, 0.01, 0.1), "symlog"),
+    ((-1, 1, 100), "linear"), (("relu", "gelu"), "category"), (((16,), (32,)), "category"),
+])
+def test_x_scale_is_log_when_the_values_span_a_decade(values, scale):
+  assert sweep_table.x_scale(values) == scale
+
+
+def test_mean_and_std_cells_have_three_significant_digits():
+  rows = [{"member": f"seed={s}", "seed": s, "status": "done", "m": v}
+          for s, v in enumerate((0.0136118, 0.0140682))]
+  text = sweep_table.format_text(rows, swept_keys=["seed"], metrics=["m"])
+  assert "| 2/2 | 0.0138 ± 0.000228 |" in text
+  assert "| seed=0 | 0 | done | 0.01361 |" in text  # Members keep 4 digits.
+
+
+def _settings() -> list[dict]:
+  """lr 0.1 has the best member (1.0) but the worse mean (3.0); lr 0.2's seeds average 2.25."""
+  values = {0.1: (1.0, 5.0), 0.2: (2.5, 2.0), 0.3: (0.5, math.nan)}
+  return [{"member": f"lr={lr},seed={s}", "lr": lr, "seed": s, "status": "done", "m": v, "acc": -v}
+          for lr, vs in values.items() for s, v in enumerate(vs)]
+
+
+def test_select_ranks_settings_by_their_mean_over_seeds_and_names_the_best_seed():
+  rows = _settings()
+  ranked = sweep_table.rank(rows, "m", swept_keys=["lr", "seed"])
+  # 0.3's second seed has no finite value: it ranks after the settings whose seeds all count.
+  assert [(r["values"], r["mean"], r["n"]) for r in ranked] == [({"lr": 0.2}, 2.25, 2), ({"lr": 0.1}, 3.0, 2),
+                                                                ({"lr": 0.3}, 0.5, 1)]
+  assert ranked[0]["best"]["member"] == "lr=0.2,seed=1"
+  assert sweep_table.best(rows, "m", swept_keys=["lr", "seed"])["member"] == "lr=0.2,seed=1"
+  assert sweep_table.best(rows, "max:acc", swept_keys=["lr", "seed"])["member"] == "lr=0.2,seed=1"
+  assert sweep_table.best(rows, "m")["member"] == "lr=0.3,seed=0"  # Without swept keys: each member alone.
+  text = sweep_table.format_text(rows, swept_keys=["lr", "seed"], metrics=["m"], select="m")
+  assert text.splitlines()[-1] == (f"Best by m{ON_TEST}: lr=0.2 (mean 2.25 ± 0.25 over 2 seeds); its best seed: "
+                                   "lr=0.2,seed=1 (2)")
+
+
+def test_selection_on_validation_reports_the_settings_test_mean():
+  rows = [{**row, "val/m": row["m"], "m": row["m"] + 1} for row in _settings()]
+  text = sweep_table.format_text(rows, swept_keys=["lr", "seed"], metrics=["m"], select="m")
+  assert text.splitlines()[-1] == ("Best by m on the validation split: lr=0.2 (mean 2.25 ± 0.25 over 2 seeds; test "
+                                   "3.25 ± 0.25); its best seed: lr=0.2,seed=1 (2; test 3)")
+
+
+def test_order_is_shared_by_select_halving_and_pbt():
+  scores = {"a": [1.0, math.nan], "b": [5.0, 5.0], "c": [2.0, 3.0], "d": [math.nan]}
+  assert sweep_table.order(scores) == ["c", "b", "a", "d"]
+  assert sweep_table.order(scores, sense="max") == ["b", "c", "a", "d"]
+
+
+def test_a_user_terms_test_loss_selects_on_its_validation_loss():
+  rows = [{"member": "a", "status": "done", "test_loss_tv": 1.0, "val_loss_tv": 2.0, "val_loss": 1.0}]
+  assert sweep_table.selection_key(rows, "test_loss_tv") == ("val_loss_tv", "validation")
+  assert sweep_table.selection_key(rows, "test_loss") == ("val_loss", "validation")
