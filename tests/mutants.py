@@ -46,6 +46,7 @@ def _mutant(name: str, path: str, original: str, mutated: str, tests: str | tupl
 
 
 _FAMILIES = "tests/test_families.py::"
+_SETPOINT = "tests/test_setpoint.py::"
 _LOSSES = "tests/test_losses.py::"
 _TRAIN = "tests/test_train.py::"
 _EVALUATION = "tests/test_evaluation.py::"
@@ -235,6 +236,24 @@ MUTANTS: tuple[Mutant, ...] = (
             'row[f"test_loss_{term}"] = result.test.get(', 'row[f"test_loss_{term}"] = result.train.get(',
             "tests/test_sweep_outputs.py::test_a_sweep_over_a_user_terms_weight_reports_its_losses_everywhere",
             "a user term's test loss column holds its training loss"),
+    # --- set points
+    _mutant("setpoint.measured_per_device", "ae_jax/setpoint.py",
+            "    measured = lax.pmean(measured, axis_name)", "    measured = measured",
+            _SETPOINT + "test_the_measured_quantity_is_averaged_over_the_data_axis",
+            "each device moves its controller by its own quarter of the batch"),
+    _mutant("setpoint.direction_ignored", "ae_jax/setpoint.py",
+            "state[STATE] + rate * point.direction * error", "state[STATE] + rate * error",
+            _SETPOINT + "test_the_update_is_dual_ascent_in_log_space_on_the_clipped_relative_error",
+            "GECO raises beta when the reconstruction is too poor"),
+    _mutant("setpoint.error_unclipped", "ae_jax/setpoint.py",
+            "jnp.clip((measured - target) / jnp.maximum(target, 1e-12), -1.0, 1.0)",
+            "(measured - target) / jnp.maximum(target, 1e-12)",
+            _SETPOINT + "test_the_update_is_dual_ascent_in_log_space_on_the_clipped_relative_error",
+            "one odd batch throws the coefficient"),
+    _mutant("families.setpoint_hp_unused", "ae_jax/families.py",
+            "      hp = setpoint.controlled_hp(point, hp, state)", "      hp = dict(hp)",
+            _SETPOINT + "test_the_controller_moves_the_coefficient_toward_the_target",
+            "the loss keeps the initial coefficient while the controller logs another"),
     # --- search, PBT, the validation split, the assembly
     _mutant("search.keeps_too_few", "ae_jax/search.py",
             "return set(ranked[:math.ceil(len(ranked) / eta)])", "return set(ranked[:len(ranked) // eta])",
