@@ -89,16 +89,22 @@ def _cell(mean: float, std: float, n: int) -> str:
   return f"{mean:.3g}" + (f" ± {std:.2g}" if n > 1 else "")
 
 
+def measured(point: setpoint.SetPoint, entries: list[dict[str, Any]]) -> list[str]:
+  """The trade-off metrics some setting has a value of (a quick evaluation skips the likelihood)."""
+  return [m for m in point.frontier if any(math.isfinite(e[m][0]) for e in entries)]
+
+
 def format_text(point: setpoint.SetPoint, entries: list[dict[str, Any]]) -> str:
   """frontier.md: the targets and what was achieved side by side, then the trade-off."""
+  shown = measured(point, entries)
   header = ["target " + point.target, f"achieved {point.metric}", "verdict", f"final {point.coefficient}",
-            *point.frontier, "n"]
+            *shown, "n"]
   lines = [f"Frontier of {point.what} ({point.target} adapts {point.coefficient}); measured on the {SPLIT} split, "
            "mean ± std over seeds (ddof=0).", "",
            "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
   for e in entries:
     cells = [f"{e['target']:g}" if e["target"] > 0 else "off", _cell(*e["achieved"], e["n"]), e["verdict"],
-             _cell(*e["coefficient"], e["n"]), *(_cell(*e[m], e["n"]) for m in point.frontier),
+             _cell(*e["coefficient"], e["n"]), *(_cell(*e[m], e["n"]) for m in shown),
              f"{e['n']}/{e['runs']}"]
     lines.append("| " + " | ".join(cells) + " |")
   targeted = [e for e in entries if e["target"] > 0]
@@ -106,16 +112,16 @@ def format_text(point: setpoint.SetPoint, entries: list[dict[str, Any]]) -> str:
   achieved = [e["achieved"][0] for e in targeted]
   lines += ["", f"{met} of {len(targeted)} targets met within {100 * setpoint.MET_TOLERANCE:.0f}%; achieved "
             f"{point.metric} {'is' if monotone(achieved) else 'is NOT'} monotone in the target."]
-  for metric in point.frontier:
-    values = [e[metric][0] for e in targeted]
-    if sum(math.isfinite(v) for v in values) > 1:
-      lines.append(f"{metric} {'is' if monotone(values) else 'is NOT'} monotone along the frontier.")
+  distortion = shown[0] if shown else None  # The other side of the trade-off.
+  values = [e[distortion][0] for e in targeted] if distortion else []
+  if sum(math.isfinite(v) for v in values) > 1:
+    lines.append(f"{distortion} {'is' if monotone(values) else 'is NOT'} monotone along the frontier.")
   return "\n".join(lines) + "\n"
 
 
 def save_png(path: str, point: setpoint.SetPoint, entries: list[dict[str, Any]], *, title: str = "") -> str:
   """Achieved against target (log-log, the diagonal dashed), then each trade-off metric against achieved."""
-  panels = [m for m in point.frontier if any(math.isfinite(e[m][0]) for e in entries)]
+  panels = measured(point, entries)
   fig = mpl_figure.Figure(figsize=(4.2 * (1 + len(panels)), 3.8), dpi=100)
   backend_agg.FigureCanvasAgg(fig)
   axes = fig.subplots(1, 1 + len(panels), squeeze=False)[0]
@@ -158,7 +164,7 @@ def write(workdir: str, configs: Sequence[Any], rows: Sequence[dict[str, Any]],
   paths = workdir_lib.frontier_tables(workdir)
   workdir_lib.write_text(paths["markdown"], (f"# {title}\n\n" if title else "") + format_text(point, entries))
   columns = ["target", "achieved_mean", "achieved_std", "verdict", "coefficient_mean", "n", "runs"]
-  for metric in point.frontier:
+  for metric in measured(point, entries):
     columns += [f"{metric}_mean", f"{metric}_std"]
   with workdir_lib.open_for_write(paths["csv"], newline="") as f:
     writer = csv.writer(f)

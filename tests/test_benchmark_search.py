@@ -21,3 +21,9 @@ def test_quick_pbt_against_its_grid():
   assert row["members"] == 4 and row["interval"] == 4 and row["search_seeds"] == 1
   assert row["grid_choice"] in members and row["pbt_seed0_choice"] in members
   assert row["pbt_s"] > 0 and abs(row["pbt_gain_nats"]) < 50
+
+
+def test_quick_pbt_overhead_times_an_exploit_against_an_interval():
+  row = benchmark_search.run_overhead("digits", quick=True)
+  assert row["members"] == 4 and row["interval"] == 4
+  assert row["interval_s"] > 0 and row["exploit_s"] > 0 and row["overhead_fraction"] > 0
