@@ -249,3 +249,15 @@ def use_compilation_cache() -> None:
     cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ae_jax", "xla")
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+def default_workdir(config, swept: list[str] | None = None) -> str:
+  """`workdir.default_for` this config (a sweep of the keys `swept`), printed: where a run given no
+  --workdir goes, the same folder for the same command."""
+  from ae_jax import configs  # pylint: disable=g-import-not-at-top
+  from ae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
+  workdir = workdir_lib.default_for(config.to_dict(), configs.get("default").to_dict(), swept=swept)
+  print(f"workdir: {workdir} (this config's own folder: the same command resumes there; --workdir=DIR to choose)",
+        flush=True)
+  return workdir

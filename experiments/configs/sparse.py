@@ -12,7 +12,7 @@ is a mean squared error, smaller than this Bernoulli cross-entropy summed over p
 `experiments/configs/reproduce/sparse_mnist.py` has the measured settings.
 """
 
-from configs import default  # experiments/ is on sys.path when train.py runs
+from ae_jax.configs import default  # experiments/configs/ is the package ae_jax.configs
 
 
 def get_config():
