@@ -47,5 +47,6 @@ def names() -> list[str]:
   found = []
   for root, _, files in os.walk(DIRECTORY):
     prefix = os.path.relpath(root, DIRECTORY).replace(os.sep, ".")
-    found += [(f"{prefix}." if prefix != "." else "") + f[:-3] for f in files if f.endswith(".py") and f != "__init__.py"]
+    found += [("" if prefix == "." else f"{prefix}.") + f[:-3]
+              for f in files if f.endswith(".py") and f != "__init__.py"]
   return sorted(found)

@@ -42,6 +42,7 @@ PICTURES = ("reconstructions", "denoising", "latent_scatter", "samples", "interp
 SWEEP = "sweep.json"
 SEARCH = "search.json"
 SEARCH_PLOT = "search.png"
+SWEEP_BEST = "best"  # sweep.json: {"select", "member"}, the member --select chose (ae_jax.load(workdir, "best")).
 SWEEP_TABLES = {"csv": "sweep.csv", "markdown": "sweep.md", "png": "sweep.png"}
 COMPARISON_TABLES = {"markdown": "comparison.md", "png": "comparison.png"}  # experiments/compare.py
 EVAL_PREFIX = "eval/"  # metrics.jsonl: the end-of-run evaluation's keys.
@@ -263,6 +264,14 @@ def write_sweep(workdir: str, base: dict[str, Any], members: list[dict[str, Any]
                 drawn: dict[str, Any] | None = None) -> None:
   os.makedirs(workdir, exist_ok=True)
   record = {"base": base, "members": members, "member_names": names, **({"drawn": drawn} if drawn else {})}
+  with open(path(workdir, SWEEP), "w", encoding="utf-8") as f:
+    json.dump(record, f, indent=2, default=str)
+
+
+def record_best(workdir: str, select: str, member: str) -> None:
+  """Adds to sweep.json the member `select` chose (a sweep rerun without --select records none)."""
+  record = read_sweep(workdir)
+  record[SWEEP_BEST] = {"select": select, "member": member}
   with open(path(workdir, SWEEP), "w", encoding="utf-8") as f:
     json.dump(record, f, indent=2, default=str)
 

@@ -1,0 +1,101 @@
+"""ae_jax.load: a workdir back to a model whose encode/decode are the trained model's; sweep members; encode.py."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import ae_jax
+from ae_jax import errors
+from ae_jax import sweep
+from ae_jax import train
+from tests.conftest import family_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(family, **overrides):
+  config = family_config(family)
+  config.update({"num_steps": 20, "num_pictures": 0, "evaluate": "quick", "iwae_samples": 0, **overrides})
+  return config
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("vae"))
+  return workdir, train.train_and_evaluate(_config("vae"), workdir)
+
+
+def test_a_loaded_run_encodes_and_decodes_as_the_trained_model(vae_run):
+  workdir, result = vae_run
+  model = ae_jax.load(workdir)
+  x = model.dataset.test_images[:37]
+  mean, _ = model.model.apply({"params": result.params}, x, method="encode")
+  np.testing.assert_allclose(model.encode(x), mean, rtol=1e-5, atol=1e-6)  # The posterior mean.
+  z = np.random.default_rng(0).standard_normal((5, model.config.latent_dim)).astype(np.float32)
+  logits = model.model.apply({"params": result.params}, z, method="decode")
+  np.testing.assert_allclose(model.decode(z), jax.nn.sigmoid(logits), rtol=1e-5, atol=1e-6)
+  assert model.step == 20 and model.config.family == "vae"
+  np.testing.assert_allclose(model.reconstruct(x), model.decode(model.encode(x)), rtol=1e-5, atol=1e-6)
+  one = model.encode(x[0])  # One image gives one code.
+  assert one.shape == (model.config.latent_dim,)
+
+
+def test_sample_and_interpolate_are_batched_and_shaped_like_the_images(vae_run):
+  model = ae_jax.load(vae_run[0])
+  shape = model.dataset.example_shape
+  samples = model.sample(7, seed=3)
+  assert samples.shape == (7, *shape) and 0 <= samples.min() and samples.max() <= 1
+  np.testing.assert_array_equal(samples, model.sample(7, seed=3))
+  assert not np.array_equal(samples, model.sample(7, seed=4))
+  x0, x1 = model.dataset.test_images[:3], model.dataset.test_images[3:6]
+  lines = model.interpolate(x0, x1, steps=5)
+  assert lines.shape == (3, 5, *shape)
+  np.testing.assert_allclose(lines[:, 0], model.reconstruct(x0), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(lines[:, -1], model.reconstruct(x1), rtol=1e-5, atol=1e-6)
+  assert model.interpolate(x0[0], x1[0], steps=4).shape == (4, *shape)
+  with pytest.raises(errors.ConfigError, match=r"images of shape \(2, 5\); this model takes \(N, 8, 8, 1\)"):
+    model.encode(np.zeros((2, 5)))
+
+
+def test_sweep_members_load_by_name_overrides_and_best(tmp_path):
+  workdir = str(tmp_path)
+  members = [{"latent_dim": 2}, {"latent_dim": 3}]
+  out = sweep.run(_config("undercomplete"), members, workdir, select="test_loss")
+  best = out["best"]["member"]
+  by_name = {name: ae_jax.load(workdir, name) for name in out["names"]}
+  for name, result in zip(out["names"], out["results"]):
+    for a, b in zip(jax.tree.leaves(by_name[name].params), jax.tree.leaves(result.params)):
+      np.testing.assert_array_equal(a, b)
+  assert ae_jax.load(workdir, latent_dim=3).config.latent_dim == 3
+  assert ae_jax.load(workdir, "best").workdir == os.path.join(workdir, best)
+  with pytest.raises(errors.ConfigError, match="draws codes from a prior"):
+    by_name[best].sample(2)
+  with pytest.raises(errors.ConfigError, match="2 members .* have"):
+    ae_jax.load(workdir)
+  with pytest.raises(errors.ConfigError, match="no member 'x'"):
+    ae_jax.load(workdir, "x")
+
+
+def _encode(*args, cwd=ROOT):
+  return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "encode.py"), *args], cwd=cwd,
+                        env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_encode_py_exports_codes_and_labels_and_refuses_in_one_line(vae_run, tmp_path):
+  workdir, _ = vae_run
+  out = _encode(f"--workdir={workdir}", f"--out={tmp_path}/codes.npz")
+  assert out.returncode == 0, out.stderr[-2000:]
+  model = ae_jax.load(workdir)
+  with np.load(tmp_path / "codes.npz") as codes:
+    np.testing.assert_allclose(codes["z_test"], model.encode(model.dataset.test_images), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(codes["y_train"], model.dataset.train_labels)
+    assert codes["z_train"].shape == (len(model.dataset.train_images), model.config.latent_dim)
+  for args, message in (([f"--workdir={tmp_path}/none"], "holds no run"),
+                        ([f"--workdir={workdir}", "--dataset=nonexistent_dataset_xyz"], "")):
+    out = _encode(*args, f"--out={tmp_path}/x.npz")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr[-2000:]
+    assert out.stderr.startswith("error: ") and message in out.stderr
