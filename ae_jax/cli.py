@@ -223,6 +223,9 @@ def report(result, workdir: str) -> None:
         lines.append(f"  {split:5s} {name:24s} {value:.4f}")
   if result.eval:
     lines += ["", "Evaluation on the test split:", report_lib.format_table(result.eval), ""]
+    warning = report_lib.useless(result.eval)
+    if warning:
+      lines += [f"warning: {warning}", ""]
   lines.append(f"Outputs in {os.path.abspath(workdir)}:")
   outputs = {"metrics": workdir_lib.path(workdir, workdir_lib.METRICS), **dict(sorted(result.paths.items()))}
   width = max(map(len, outputs))
