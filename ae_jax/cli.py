@@ -140,8 +140,29 @@ def parse_flags(argv: list[str]) -> list[str]:
     argv = flags.FLAGS(argv)
     if "config" in flags.FLAGS:
       flags.FLAGS.config.to_dict()  # Loads the file and applies overrides now, inside this handler.
+  if "config" in flags.FLAGS:
+    explicit_num_steps(flags.FLAGS.config, _overrides(flags.FLAGS["config"]))
   quiet_library_logs()
   return argv
+
+
+def _overrides(flag) -> dict[str, Any]:
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+  return config_flags.get_override_values(flag)
+
+
+def explicit_num_steps(config, overrides: dict[str, Any]) -> None:
+  """--config.num_steps given on the command line wins over a config file's num_epochs (which would
+  otherwise decide the length, silently); both given is refused in one line."""
+  if "num_steps" not in overrides or not config.num_epochs:
+    return
+  if "num_epochs" in overrides:
+    fail(f"--config.num_steps={config.num_steps} and --config.num_epochs={config.num_epochs} both set the "
+         "training length; pass one (num_epochs=0 lets num_steps count)")
+  absl_logging.info("--config.num_steps=%d sets the length: the config file's num_epochs=%d is dropped.",
+                    config.num_steps, config.num_epochs)
+  config.num_epochs = 0
 
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
