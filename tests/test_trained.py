@@ -1,6 +1,8 @@
 """ae_jax.load: a workdir back to a model whose encode/decode are the trained model's; sweep members; encode.py."""
 
+import dataclasses
 import os
+import re
 import subprocess
 import sys
 
@@ -23,10 +25,23 @@ def _config(family, **overrides):
   return config
 
 
+README_MEMBERS = [{"beta": b, "seed": s} for b in (1.0, 4.0) for s in (0, 1)]  # README's "Python use".
+
+
 @pytest.fixture(scope="module")
-def vae_run(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("vae"))
-  return workdir, train.train_and_evaluate(_config("vae"), workdir)
+def readme_runs(tmp_path_factory):
+  """README's runs/vae_py and runs/vae_py_beta, tiny: (the folder that holds runs/, the run, the sweep)."""
+  root = tmp_path_factory.mktemp("readme")
+  config = _config("vae", evaluate="likelihood", iwae_samples=5)
+  result = train.train_and_evaluate(config, str(root / "runs" / "vae_py"))
+  out = sweep.run(config, README_MEMBERS, str(root / "runs" / "vae_py_beta"), select="log_likelihood")
+  return root, result, out
+
+
+@pytest.fixture(scope="module")
+def vae_run(readme_runs):
+  root, result, _ = readme_runs
+  return str(root / "runs" / "vae_py"), result
 
 
 def test_a_loaded_run_encodes_and_decodes_as_the_trained_model(vae_run):
@@ -61,23 +76,33 @@ def test_sample_and_interpolate_are_batched_and_shaped_like_the_images(vae_run):
     model.encode(np.zeros((2, 5)))
 
 
-def test_sweep_members_load_by_name_overrides_and_best(tmp_path):
-  workdir = str(tmp_path)
-  members = [{"latent_dim": 2}, {"latent_dim": 3}]
-  out = sweep.run(_config("undercomplete"), members, workdir, select="test_loss")
-  best = out["best"]["member"]
+def test_sweep_members_load_by_name_overrides_and_best(readme_runs):
+  root, _, out = readme_runs
+  workdir = str(root / "runs" / "vae_py_beta")
   by_name = {name: ae_jax.load(workdir, name) for name in out["names"]}
   for name, result in zip(out["names"], out["results"]):
     for a, b in zip(jax.tree.leaves(by_name[name].params), jax.tree.leaves(result.params)):
       np.testing.assert_array_equal(a, b)
-  assert ae_jax.load(workdir, latent_dim=3).config.latent_dim == 3
-  assert ae_jax.load(workdir, "best").workdir == os.path.join(workdir, best)
-  with pytest.raises(errors.ConfigError, match="draws codes from a prior"):
-    by_name[best].sample(2)
+  member = ae_jax.load(workdir, beta=4.0, seed=1)
+  assert (member.config.beta, member.config.seed) == (4.0, 1)
+  assert ae_jax.load(workdir, "best").workdir == os.path.join(workdir, out["best"]["member"])
   with pytest.raises(errors.ConfigError, match="2 members .* have"):
-    ae_jax.load(workdir)
+    ae_jax.load(workdir, beta=4)
   with pytest.raises(errors.ConfigError, match="no member 'x'"):
     ae_jax.load(workdir, "x")
+  deterministic = dataclasses.replace(member, config=_config("undercomplete"))
+  with pytest.raises(errors.ConfigError, match="draws codes from a prior"):
+    deterministic.sample(2)
+
+
+def test_readmes_load_block_runs_as_written(readme_runs, monkeypatch):
+  root, _, _ = readme_runs
+  with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+    section = f.read().split("### Load a trained model")[1]
+  code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+  monkeypatch.chdir(root)
+  exec(compile(code, "README.md", "exec"), {})  # pylint: disable=exec-used
+  assert os.path.getsize(root / "load_vae.png") > 0
 
 
 def _encode(*args, cwd=ROOT):
