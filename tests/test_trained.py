@@ -119,8 +119,6 @@ def test_encode_py_exports_codes_and_labels_and_refuses_in_one_line(vae_run, tmp
     np.testing.assert_allclose(codes["z_test"], model.encode(model.dataset.test_images), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(codes["y_train"], model.dataset.train_labels)
     assert codes["z_train"].shape == (len(model.dataset.train_images), model.config.latent_dim)
-  for args, message in (([f"--workdir={tmp_path}/none"], "holds no run"),
-                        ([f"--workdir={workdir}", "--dataset=nonexistent_dataset_xyz"], "")):
-    out = _encode(*args, f"--out={tmp_path}/x.npz")
-    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr[-2000:]
-    assert out.stderr.startswith("error: ") and message in out.stderr
+  out = _encode(f"--workdir={tmp_path}/none", f"--out={tmp_path}/x.npz")
+  assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr[-2000:]
+  assert out.stderr.startswith("error: ") and "holds no run" in out.stderr
