@@ -104,6 +104,17 @@ def build(config, dataset: data.Dataset, hp_list: Sequence[hparams.HParams], *, 
                  init=init, step=step_fn, feed=feed)
 
 
+def initial_state(config, dataset: data.Dataset) -> tuple[nn.Module, step_lib.TrainState]:
+  """The model of `config` (resolved: num_steps counted) and one member's train state at step 0, on the
+  host: what a run's checkpoints restore into (`ae_jax.trained.load`). Builds no loss, step or feed."""
+  model = model_of(config, dataset.example_shape)
+  init = step_lib.make_init(lambda key: models.init(model, key, dataset.example_shape),
+                            make_optimizer(config, dataset), step_lib.make_mesh(1, jax.devices()[:1]),
+                            model_state=families.init_state(config))
+  state = jax.device_get(init(hparams.stack([hparams.from_config(config)])))
+  return model, jax.tree.map(lambda leaf: np.asarray(leaf[0]), state)
+
+
 def make_optimizer(config, dataset: data.Dataset) -> step_lib.MakeOptimizer:
   """The optimizer of `config` on `dataset` (the `iwae` schedule counts epochs of it)."""
   return step_lib.make_optimizer(

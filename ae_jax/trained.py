@@ -8,7 +8,8 @@
     images = model.decode(z)                            # (N, H, W, C) in [0, 1]
 
 The parameters are the newest readable checkpoint's, restored by `ae_jax.checkpoints` into the train
-state a run of this config starts from; the model is `families.model_from_config`'s. Every method is
+state a run of this config starts from; the model is `families.model_from_config`'s (both from
+`program.initial_state`). Every method is
 jitted once per model and runs over fixed-size batches (`ae_jax.batching`).
 """
 
@@ -29,10 +30,8 @@ from ae_jax import data
 from ae_jax import errors
 from ae_jax import evaluators
 from ae_jax import families
-from ae_jax import hparams
-from ae_jax import models
 from ae_jax import pictures
-from ae_jax import step as step_lib
+from ae_jax import program
 from ae_jax import workdir as workdir_lib
 
 BATCH_SIZE = 500  # Examples per call of a jitted method (the last batch is padded to it).
@@ -130,24 +129,17 @@ def load(workdir: str, member: str | None = None, **overrides) -> Trained:
                              "the module that registers it (its config file) before loading")
   ds = data.load(config.dataset, data_dir=config.data_dir, binarize=config.binarize)
   config = config_lib.resolved(config, data.training_size(ds, config.validation_fraction))
-  model = families.model_from_config(config, ds.example_shape)
-  params, step = restore(config, model, ds, run)
+  model, params, step = restore(config, ds, run)
   return Trained(config=config, params=params, model=model, dataset=ds, workdir=run, step=step)
 
 
-def restore(config, model, ds: data.Dataset, run: str) -> tuple[Any, int]:
-  """(params, step) of the newest readable checkpoint in `run`, restored into the train state a run of
-  `config` starts from (the template the training loop restores into)."""
+def restore(config, ds: data.Dataset, run: str) -> tuple[Any, Any, int]:
+  """(model, params, step) of the newest readable checkpoint in `run`, restored by `ae_jax.checkpoints`
+  into the train state a run of `config` starts from (`program.initial_state`, as the loop does)."""
   directory = workdir_lib.checkpoint_dir(run)
   if not os.path.isdir(directory):
     raise errors.ConfigError(f"{run} has no checkpoints/; train it first (experiments/train.py --workdir={run})")
-  make_opt = step_lib.make_optimizer(
-      config, steps_per_epoch=config_lib.steps_per_epoch(config, data.training_size(ds, config.validation_fraction)))
-  mesh = step_lib.make_mesh(1, jax.devices()[:1])
-  init = step_lib.make_init(lambda key: models.init(model, key, ds.example_shape), make_opt, mesh,
-                            model_state=families.init_state(config))
-  fresh = jax.device_get(init(hparams.stack([hparams.from_config(config)])))
-  template = jax.tree.map(lambda leaf: np.asarray(leaf[0]), fresh)
+  model, template = program.initial_state(config, ds)
   checkpointer = checkpoints.Checkpointer(directory)
   try:
     state = checkpointer.restore_latest(template)
@@ -155,7 +147,7 @@ def restore(config, model, ds: data.Dataset, run: str) -> tuple[Any, int]:
     checkpointer.close()
   if state is None:
     raise errors.ConfigError(f"{run} has no readable checkpoint; train it (again) with its own command")
-  return jax.device_get(state.params), int(state.step)
+  return model, jax.device_get(state.params), int(state.step)
 
 
 def resolve(workdir: str, member: str | None = None, **overrides) -> str:
