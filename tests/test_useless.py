@@ -2,10 +2,12 @@
 
 import math
 
+import jax
 import pytest
 
 from ae_jax import cli
 from ae_jax import configs
+from ae_jax import data
 from ae_jax import report
 from ae_jax import train
 from tests.conftest import family_config
@@ -45,6 +47,7 @@ def test_the_sparse_l1_line_trains_a_model_with_few_dead_units(tmp_path):
   # as it trains (3000 steps on the digits); the KL's weight (5) left 88% of the units dead.
   config = configs.get("sparse", sparsity="l1", code_activation="relu", num_pictures=0, evaluate="sparsity")
   assert config.sparsity_weight == 0.01 and configs.get("sparse").sparsity_weight == 5.0
-  result = train.train_and_evaluate(config, str(tmp_path))
-  assert result.eval["dead_fraction"] < 0.2
+  # One device: the same numbers as four (tested elsewhere), in two thirds of the time.
+  (result,) = train.train_members([train.Member(config, str(tmp_path))], data.load("digits"), devices=jax.devices()[:1])
+  assert result.eval["dead_fraction"] < 0.2  # README: 16.4%.
   assert report.useless(result.eval) is None
