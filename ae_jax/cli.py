@@ -140,8 +140,29 @@ def parse_flags(argv: list[str]) -> list[str]:
     argv = flags.FLAGS(argv)
     if "config" in flags.FLAGS:
       flags.FLAGS.config.to_dict()  # Loads the file and applies overrides now, inside this handler.
+  if "config" in flags.FLAGS:
+    explicit_num_steps(flags.FLAGS.config, _overrides(flags.FLAGS["config"]))
   quiet_library_logs()
   return argv
+
+
+def _overrides(flag) -> dict[str, Any]:
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+  return config_flags.get_override_values(flag)
+
+
+def explicit_num_steps(config, overrides: dict[str, Any]) -> None:
+  """--config.num_steps given on the command line wins over a config file's num_epochs (which would
+  otherwise decide the length, silently); both given is refused in one line."""
+  if "num_steps" not in overrides or not config.num_epochs:
+    return
+  if "num_epochs" in overrides:
+    fail(f"--config.num_steps={config.num_steps} and --config.num_epochs={config.num_epochs} both set the "
+         "training length; pass one (num_epochs=0 lets num_steps count)")
+  absl_logging.info("--config.num_steps=%d sets the length: the config file's num_epochs=%d is dropped.",
+                    config.num_steps, config.num_epochs)
+  config.num_epochs = 0
 
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -223,6 +244,9 @@ def report(result, workdir: str, config=None) -> None:
         lines.append(f"  {split:5s} {name:24s} {value:.4f}")
   if result.eval:
     lines += ["", "Evaluation on the test split:", report_lib.format_table(result.eval), ""]
+    warning = report_lib.useless(result.eval)
+    if warning:
+      lines += [f"warning: {warning}", ""]
   lines += report_lib.setpoint_lines(config, result) if config is not None else []
   lines.append(f"Outputs in {os.path.abspath(workdir)}:")
   outputs = {"metrics": workdir_lib.path(workdir, workdir_lib.METRICS), **dict(sorted(result.paths.items()))}
@@ -250,3 +274,15 @@ def use_compilation_cache() -> None:
     cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ae_jax", "xla")
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+def default_workdir(config, swept: list[str] | None = None) -> str:
+  """`workdir.default_for` this config (a sweep of the keys `swept`), printed: where a run given no
+  --workdir goes, the same folder for the same command."""
+  from ae_jax import configs  # pylint: disable=g-import-not-at-top
+  from ae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
+  workdir = workdir_lib.default_for(config.to_dict(), configs.get("default").to_dict(), swept=swept)
+  print(f"workdir: {workdir} (this config's own folder: the same command resumes there; --workdir=DIR to choose)",
+        flush=True)
+  return workdir

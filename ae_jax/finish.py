@@ -6,6 +6,7 @@ status only. What is written where is `ae_jax.workdir`'s; what is measured is `a
 
 from typing import Any
 
+from absl import logging
 import jax
 
 from ae_jax import data
@@ -27,6 +28,9 @@ def finish(config, workdir: str, model, ds: data.Dataset, hp, result: workdir_li
     report_key = jax.random.fold_in(step_lib.run_keys(hp["seed"])[2], 1)  # eval_key drew the test losses' noise.
     result.eval = report.evaluate_model(config, model, result.params, ds, report_key, shared=shared)
     scalars = {workdir_lib.EVAL_PREFIX + k: v for k, v in result.eval.items()}
+    warning = report.useless(result.eval)
+    if warning:
+      logging.warning("%s: %s", workdir, warning)
     if ds.has_validation:  # The same metrics on the validation split: what a sweep selects on.
       result.eval_validation = report.evaluate_model(config, model, result.params, ds.validation_as_test(),
                                                      jax.random.fold_in(report_key, 2),

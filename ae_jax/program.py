@@ -85,7 +85,7 @@ def build(config, dataset: data.Dataset, hp_list: Sequence[hparams.HParams], *, 
     loss = families.build(config, model)
     train_loss = families.build(config, model, axis_name=step_lib.DATA)
     if check:
-      _check_traces(loss, model, dataset, hp_list[0], families.init_state(config))
+      _check_traces(loss, model, dataset, hp_list[0], families.init_state(config), batch_size=config.batch_size)
   except ValueError as e:
     raise config_lib.ConfigError(str(e)) from None
   make_opt = make_optimizer(config, dataset)
@@ -102,6 +102,17 @@ def build(config, dataset: data.Dataset, hp_list: Sequence[hparams.HParams], *, 
   hp = multihost.put(hparams.stack(hp_list), step_lib.member_sharding(mesh))
   return Program(config=config, dataset=dataset, model=model, loss=loss, make_opt=make_opt, mesh=mesh, hp=hp,
                  init=init, step=step_fn, feed=feed)
+
+
+def initial_state(config, dataset: data.Dataset) -> tuple[nn.Module, step_lib.TrainState]:
+  """The model of `config` (resolved: num_steps counted) and one member's train state at step 0, on the
+  host: what a run's checkpoints restore into (`ae_jax.trained.load`). Builds no loss, step or feed."""
+  model = model_of(config, dataset.example_shape)
+  init = step_lib.make_init(lambda key: models.init(model, key, dataset.example_shape),
+                            make_optimizer(config, dataset), step_lib.make_mesh(1, jax.devices()[:1]),
+                            model_state=families.init_state(config))
+  state = jax.device_get(init(hparams.stack([hparams.from_config(config)])))
+  return model, jax.tree.map(lambda leaf: np.asarray(leaf[0]), state)
 
 
 def make_optimizer(config, dataset: data.Dataset) -> step_lib.MakeOptimizer:
@@ -121,12 +132,13 @@ def _check_batch(config, dataset: data.Dataset, mesh: Mesh) -> None:
                                  f"{len(dataset.train_images)} training examples of {dataset.name}")
 
 
-def _check_traces(loss_fn, model, dataset: data.Dataset, hp, model_state) -> None:
-  """Traces the loss on a batch of two (no compute): user terms of the wrong shape fail here."""
+def _check_traces(loss_fn, model, dataset: data.Dataset, hp, model_state, *, batch_size: int) -> None:
+  """Traces the loss on a batch of the config's size (no compute): user terms of the wrong shape fail
+  here, and their message quotes the user's own batch shape."""
   params = jax.eval_shape(lambda: models.init(model, jax.random.key(0), dataset.example_shape))
-  batch = {"image": jax.ShapeDtypeStruct((2, *dataset.example_shape), np.float32),
-           "label": jax.ShapeDtypeStruct((2,), np.int32)}
-  jax.eval_shape(loss_fn, params, batch, jax.random.split(jax.random.key(0), 2),
+  batch = {"image": jax.ShapeDtypeStruct((batch_size, *dataset.example_shape), np.float32),
+           "label": jax.ShapeDtypeStruct((batch_size,), np.int32)}
+  jax.eval_shape(loss_fn, params, batch, jax.random.split(jax.random.key(0), batch_size),
                  {k: np.asarray(v, np.int32 if k in hparams.INT_KEYS else np.float32) for k, v in hp.items()},
                  model_state)
 

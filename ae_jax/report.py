@@ -29,6 +29,10 @@ DISPLAY_MASKING = 0.25  # The corruptions shown in denoising.png.
 DISPLAY_SIGMA = 0.3
 INTERPOLATION_STEPS = 8  # Decoded points per interpolation row, endpoints included.
 MAX_INTERPOLATION_ROWS = 6
+# `useless`: most code units never fire; the reconstructions explain less of the test images' variance
+# than this (the mean image explains 0); no posterior mean varies with its image (active_units).
+MOST_DEAD = 0.5
+MEAN_IMAGE_VARIANCE = 0.05
 
 # Groups of `format_table`, in order: (title, predicate on a metric name).
 _GROUPS: tuple[tuple[str, Callable[[str], bool]], ...] = (
@@ -169,6 +173,24 @@ def save_pictures(config, model: nn.Module, params: Any, ds: data.Dataset, workd
   paths["curves"] = pictures.save_curves(path("curves"), history, curve_keys(history),
                                          title=f"{config.family} on {ds.name}")
   return paths
+
+
+def useless(metrics: dict[str, float]) -> str | None:
+  """One warning line when the evaluation says the model learnt nothing useful, else None: most code
+  units dead, the posterior collapsed (no active units), or reconstructions no better than the mean image."""
+  problems = []
+  dead = metrics.get("dead_fraction", 0.0)
+  if dead > MOST_DEAD:
+    problems.append(f"{dead:.0%} of the code units never fire on the test split (dead_fraction; lower "
+                    "--config.sparsity_weight)")
+  if metrics.get("active_units", 1) == 0:
+    problems.append("the posterior has collapsed: no active units, every code ignores its image (lower "
+                    "--config.beta, or train longer)")
+  explained = metrics.get("fraction_variance_explained", math.nan)
+  if explained < MEAN_IMAGE_VARIANCE:  # False for NaN (a skipped or undefined metric).
+    problems.append(f"the reconstructions explain {explained:.1%} of the test images' variance, no better than "
+                    "the mean image (train longer, or lower the penalty weights)")
+  return f"this model looks useless: {'; '.join(problems)}" if problems else None
 
 
 def format_table(metrics: dict[str, float]) -> str:

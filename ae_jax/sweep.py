@@ -216,6 +216,8 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
     best = sweep_table.best(rows, sweep_table.selection_key(rows, select)[0], swept_keys=swept) if select else None
   except ValueError:  # No member has that metric; the table's "Best by" line lists the ones there are.
     best = None
+  if best is not None and multihost.is_main():
+    workdir_lib.record_best(workdir, select, best["member"])  # What ae_jax.load(workdir, "best") loads.
   text = sweep_table.format_text(rows, swept_keys=swept, metrics=metrics, select=select)
   return {"rows": rows, "results": results, "paths": paths, "best": best, "text": text, "names": names}
 

@@ -71,6 +71,7 @@ def check_term(name: str, value: Any, shape: tuple[int, ...]) -> jax.Array:
   """The batch mean of a user term, after checking (while tracing) that it gave one float per example."""
   value = jnp.asarray(value)
   if value.shape != shape or not jnp.issubdtype(value.dtype, jnp.floating):
-    raise ValueError(f"extra term {name!r} must return one float per example, shape {shape}; it returned "
-                     f"shape {value.shape} of {value.dtype}")
+    hint = " (a scalar: return the per-example values, the loss averages them)" if not value.shape else ""
+    raise ValueError(f"extra term {name!r} must return one float per example, shape (B,) = {shape} for this "
+                     f"batch; it returned shape {value.shape} of {value.dtype}{hint}")
   return value.mean()

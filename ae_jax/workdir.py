@@ -24,6 +24,7 @@ the package (it imports no JAX), below both the training loop and the report.
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -43,6 +44,7 @@ PICTURES = ("reconstructions", "denoising", "latent_scatter", "samples", "interp
 SWEEP = "sweep.json"
 SEARCH = "search.json"
 SEARCH_PLOT = "search.png"
+SWEEP_BEST = "best"  # sweep.json: {"select", "member"}, the member --select chose (ae_jax.load(workdir, "best")).
 SWEEP_TABLES = {"csv": "sweep.csv", "markdown": "sweep.md", "png": "sweep.png"}
 FRONTIER_TABLES = {"csv": "frontier.csv", "markdown": "frontier.md", "png": "frontier.png"}  # Set-point sweeps.
 COMPARISON_TABLES = {"markdown": "comparison.md", "png": "comparison.png"}  # experiments/compare.py
@@ -146,6 +148,26 @@ def comparable(values: dict[str, Any]) -> dict[str, Any]:
           if k not in RESUMABLE_KEYS or k in keep}
 
 
+RUNS = "runs"  # Where the entry points put a run (or a sweep) given no --workdir.
+
+
+def default_for(config: dict[str, Any], defaults: dict[str, Any], *, swept: list[str] | None = None) -> str:
+  """runs/<family>/<digest>, or runs/sweep_<family>/<digest> for a sweep of the keys `swept`: where a
+  run goes given no --workdir.
+
+  The digest is of the keys that decide a trajectory (`comparable`) where `config` differs from
+  `defaults` (experiments/configs/default.py's), and of a sweep's swept keys other than the seed: the
+  same command resumes in the same folder (a sweep with more values or seeds extends it), a config the
+  workdir guard would refuse there gets another, and a key added to default.py later renames nothing.
+  """
+  config, defaults = comparable(config), comparable(defaults)
+  changed = {k: config.get(k) for k in sorted(config.keys() | defaults.keys()) if config.get(k) != defaults.get(k)}
+  if swept is not None:
+    changed = {"config": changed, "swept": sorted(set(swept) - {"seed"})}
+  digest = hashlib.sha1(json.dumps(changed, sort_keys=True).encode("utf-8")).hexdigest()[:8]
+  return os.path.join(RUNS, f"{'sweep_' if swept is not None else ''}{config.get('family', 'run')}", digest)
+
+
 def check(workdir: str, config) -> None:
   """Raises ConfigError if `workdir` holds a run with a different config (unless `config.overwrite`).
 
@@ -161,7 +183,7 @@ def check(workdir: str, config) -> None:
     diff = ", ".join(f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in changed[:4])
     raise errors.ConfigError(
         f"workdir {workdir!r} holds a run with a different config ({diff}); use another --workdir, "
-        "or pass --config.overwrite=True to discard that run")
+        "or pass --overwrite to discard that run")
 
 
 def prepare(workdir: str, config) -> None:
@@ -270,6 +292,14 @@ def write_sweep(workdir: str, base: dict[str, Any], members: list[dict[str, Any]
                 drawn: dict[str, Any] | None = None) -> None:
   os.makedirs(workdir, exist_ok=True)
   record = {"base": base, "members": members, "member_names": names, **({"drawn": drawn} if drawn else {})}
+  with open(path(workdir, SWEEP), "w", encoding="utf-8") as f:
+    json.dump(record, f, indent=2, default=str)
+
+
+def record_best(workdir: str, select: str, member: str) -> None:
+  """Adds to sweep.json the member `select` chose (a sweep rerun without --select records none)."""
+  record = read_sweep(workdir)
+  record[SWEEP_BEST] = {"select": select, "member": member}
   with open(path(workdir, SWEEP), "w", encoding="utf-8") as f:
     json.dump(record, f, indent=2, default=str)
 

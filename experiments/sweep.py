@@ -41,7 +41,8 @@ flags.DEFINE_integer("search_seed", None, "Seed of the --members draws (default 
                      "seed keep the earlier ones.")
 flags.DEFINE_integer("seeds", None, "Each setting with seeds 0..N-1 (added as the key 'seed').", lower_bound=1)
 flags.DEFINE_string("sweep_file", None, "A Python file whose get_sweep() returns the members as override dicts.")
-flags.DEFINE_string("workdir", None, "Where the members and the tables go (default: runs/sweep_<family>).")
+flags.DEFINE_string("workdir", None, "Where the members and the tables go (default: runs/sweep_<family>/<digest of "
+                    "the config and the swept keys>, printed at start: the same command resumes there).")
 flags.DEFINE_string("select", None, "Rank the settings by this metric's mean over seeds and report the best "
                     "setting and its best seed (min:/max: prefix to force a direction), e.g. test_loss, "
                     "max:probe_accuracy or a user term's test_loss_<name>.")
@@ -59,7 +60,8 @@ flags.DEFINE_string("replay", None, "PBT: retrain this member of the sweep in --
                     "follows its lineage (into <workdir>/replay/<member>), and print both final test losses.")
 flags.DEFINE_integer("rungs", None, "Halving: the number of rungs (default: log_eta(settings) + 1); rung r trains "
                      "num_steps / eta^(rungs-1-r) steps.", lower_bound=1)
-flags.DEFINE_bool("overwrite", False, "Discard a sweep of a different base config found in --workdir.")
+flags.DEFINE_bool("overwrite", False, "Discard a sweep of a different base config found in --workdir "
+                  "(--config.overwrite=True does the same).")
 launch.define_distributed_flags()
 
 
@@ -96,10 +98,12 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f"unexpected arguments {argv[1:]}; flags look like --sweep='beta=1,2' --seeds=3")
   config = flags.FLAGS.config
-  workdir = flags.FLAGS.workdir or os.path.join("runs", f"sweep_{config.family}")
+  overwrite = flags.FLAGS.overwrite or config.overwrite  # One flag; the config key is its alias.
+  config.overwrite = False  # The sweep discards what it replaces once; its members then resume as usual.
   with cli.clear_errors():
     members, drawn = members_from_flags()
     cli.use_compilation_cache()
+  workdir = flags.FLAGS.workdir or cli.default_workdir(config, sweep_spec.swept_keys(members))
   launch.initialize_distributed()  # Several processes: join them before any JAX computation.
   with launch.errors_end_all_processes(), cli.clear_errors():
     from ae_jax import sweep  # pylint: disable=g-import-not-at-top  # Loads JAX: after the flags are checked.
@@ -110,7 +114,7 @@ def main(argv):
               f"{replayed.test['loss']:.6g} replayed as a single run into "
               f"{os.path.join(workdir, 'replay', flags.FLAGS.replay)}")
       return
-    out = sweep.run(config, members, workdir, select=flags.FLAGS.select, overwrite=flags.FLAGS.overwrite,
+    out = sweep.run(config, members, workdir, select=flags.FLAGS.select, overwrite=overwrite,
                     drawn=drawn, search=flags.FLAGS.search, eta=flags.FLAGS.eta, rungs=flags.FLAGS.rungs,
                     pbt_interval=flags.FLAGS.pbt_interval, pbt_quantile=flags.FLAGS.pbt_quantile,
                     explore=flags.FLAGS.explore, search_seed=flags.FLAGS.search_seed or 0)

@@ -22,7 +22,10 @@ _CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs"
 with cli.flag_errors():  # ml_collections applies --config.* overrides as soon as the flag is defined.
   config_flags.DEFINE_config_file(
       "config", os.path.join(_CONFIG_DIR, "default.py"), "Experiment config file.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Where metrics, pictures and checkpoints go (default: runs/<family>).")
+flags.DEFINE_string("workdir", None, "Where metrics, pictures and checkpoints go (default: runs/<family>/<digest "
+                    "of the config>, printed at start: the same command resumes there).")
+flags.DEFINE_bool("overwrite", False, "Discard a run with a different config found in --workdir "
+                  "(--config.overwrite=True does the same).")
 launch.define_distributed_flags()
 
 
@@ -30,7 +33,9 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f"unexpected arguments {argv[1:]}; flags look like --config.latent_dim=16")
   config = flags.FLAGS.config
-  workdir = flags.FLAGS.workdir or os.path.join("runs", str(config.family))
+  if flags.FLAGS.overwrite:
+    config.overwrite = True
+  workdir = flags.FLAGS.workdir or cli.default_workdir(config)
   with cli.clear_errors():
     config_lib.validate(config)  # Before importing the trainer (and TensorFlow, via clu): bad flags fail fast.
     cli.use_compilation_cache()

@@ -285,6 +285,23 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant("default_config.iwae_samples", "experiments/configs/default.py",
             "c.iwae_samples = 1000", "c.iwae_samples = 100", _REPORT + "test_the_defaults_that_decide_what_is_measured",
             "the reported log-likelihood estimated from 100 samples"),
+    # --- a trained model back, the default workdir, the useless-model warning, per-kind sparse weights
+    _mutant("trained.decode_returns_logits", "ae_jax/trained.py",
+            "lambda c: jax.nn.sigmoid(apply.decode_logits(c))", "lambda c: apply.decode_logits(c)",
+            "tests/test_trained.py::test_a_loaded_run_encodes_and_decodes_as_the_trained_model",
+            "decode gives logits, not images in [0, 1]"),
+    _mutant("workdir.default_ignores_the_overrides", "ae_jax/workdir.py",
+            "if config.get(k) != defaults.get(k)}", 'if k == "family"}',
+            "tests/test_usage.py::test_readmes_train_lines_run_in_order_are_not_refused",
+            "every run of a family gets one default workdir: README's lines refuse each other"),
+    _mutant("report.useless_misses_a_collapse", "ae_jax/report.py",
+            'if metrics.get("active_units", 1) == 0:', 'if metrics.get("active_units", 1) < 0:',
+            "tests/test_useless.py::test_each_sign_of_a_useless_model_gives_one_line",
+            "a VAE with no active units ends without a word"),
+    _mutant("sparse_config.l1_keeps_the_kl_weight", "experiments/configs/sparse.py",
+            '"l1": 0.01,', '"l1": 5.0,',
+            "tests/test_useless.py::test_the_sparse_l1_line_trains_a_model_with_few_dead_units",
+            "README's L1 line with the KL's weight: 88% of the units dead"),
 )
 
 
@@ -303,6 +320,8 @@ COVERING = {
     "ae_jax/sweep.py": ("tests/test_sweep.py",),
     "ae_jax/workdir.py": ("tests/test_checkpoints.py",),
     "experiments/configs/default.py": ("tests/test_cli.py", "tests/test_report.py"),
+    "ae_jax/trained.py": ("tests/test_trained.py",),
+    "ae_jax/report.py": ("tests/test_useless.py", "tests/test_report.py"),
 }
 
 

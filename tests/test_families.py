@@ -379,7 +379,7 @@ def wrong_shape(forward: families.Forward) -> jax.Array:
 
 def test_user_term_of_the_wrong_shape_is_named_while_tracing():
   config, model, params, batch, keys = _setup("undercomplete", extra_terms="tests.test_families:wrong_shape")
-  with pytest.raises(ValueError, match=r"extra term 'wrong_shape' must return one float per example, shape \(6,\)"):
+  with pytest.raises(ValueError, match=r"term .wrong_shape. must return one float per example, shape \(B,\) = \(6,\)"):
     jax.eval_shape(build(config, model), params, batch, keys)
 
 

@@ -1,22 +1,13 @@
-"""Experiment configs: one file per experiment, each with `get_config()`; `get` loads one by name.
+"""Experiment configs: one file per experiment, each with `get_config()`.
 
-    import configs                     # experiments/ is on sys.path (as for train.py and the tests)
+From Python, `ae_jax.configs.get` loads one by name (this folder is the package `ae_jax.configs`):
+
+    from ae_jax import configs
     config = configs.get("vae", latent_dim=16)
     config = configs.get("reproduce.iwae2015:vae_cpu")    # a variant, as --config=FILE:VARIANT
 
-Family files import `default` and override what differs; `test` is the CPU-tiny config of the tests.
+Family files import `default` (as `ae_jax.configs.default`) and override what differs; `test` is the
+CPU-tiny config of the tests. Imported as `configs` (experiments/ on sys.path), `get` is the same.
 """
 
-import importlib
-
-import ml_collections
-
-
-def get(name: str, **overrides) -> ml_collections.ConfigDict:
-  """The config of `configs/<name>.py` (dots or slashes for subfolders, `:variant` for get_config's
-  argument), with `overrides` applied."""
-  name, _, variant = name.partition(":")
-  module = importlib.import_module(f"{__name__}.{name.replace('/', '.').removesuffix('.py')}")
-  config = module.get_config(variant) if variant else module.get_config()
-  config.update(overrides)
-  return config
+from ae_jax.configs import get  # noqa: F401  # pylint: disable=unused-import

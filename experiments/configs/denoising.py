@@ -4,7 +4,7 @@
   # Gaussian noise instead: --config.noise=gaussian --config.noise_level=0.3
 """
 
-from configs import default  # experiments/ is on sys.path when train.py runs
+from ae_jax.configs import default  # experiments/configs/ is the package ae_jax.configs
 
 
 def get_config():

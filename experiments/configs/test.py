@@ -3,7 +3,7 @@
   python experiments/train.py --config=experiments/configs/test.py --config.family=vae --workdir=/tmp/ae
 """
 
-from configs import default  # experiments/ is on sys.path when train.py runs
+from ae_jax.configs import default  # experiments/configs/ is the package ae_jax.configs
 
 
 def get_config():

@@ -4,7 +4,7 @@
   # MNIST, as in Kingma & Welling: --config.dataset=mnist --config.widths='(400,)' --config.latent_dim=20
 """
 
-from configs import default  # experiments/ is on sys.path when train.py runs
+from ae_jax.configs import default  # experiments/configs/ is the package ae_jax.configs
 
 
 def get_config():

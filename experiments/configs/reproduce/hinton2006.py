@@ -10,7 +10,7 @@ initialisation, ReLU hidden units instead of logistic ones, a linear 30-unit cod
 cross-entropy on grey pixels as the paper's fine-tuning used, and 50 epochs at batch 128.
 """
 
-from configs import default  # experiments/ is on sys.path when train.py runs
+from ae_jax.configs import default  # experiments/configs/ is the package ae_jax.configs
 
 
 def get_config():

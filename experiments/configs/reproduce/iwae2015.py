@@ -25,7 +25,7 @@ is the same protocol over 100 epochs, on which the three rows compare: measured 
 7.5 min (iwae5) and, before a 1.3x speed-up of the loss, 63 min (iwae50), each with its evaluation.
 """
 
-from configs import default  # experiments/ is on sys.path when train.py runs
+from ae_jax.configs import default  # experiments/configs/ is the package ae_jax.configs
 
 ROWS = {"vae": 1, "iwae5": 5, "iwae50": 50}
 CPU_EPOCHS = {"cpu": 1000, "cpu100": 100}  # Variant suffix -> epochs.

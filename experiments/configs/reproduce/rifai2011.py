@@ -10,7 +10,7 @@ ordering and the Jacobian norms (`jacobian_frobenius_sq`) are what compare. Adam
 17 epochs at batch 128, Bernoulli cross-entropy, tied weights not used (the decoder has its own).
 """
 
-from configs import default  # experiments/ is on sys.path when the entry points run
+from ae_jax.configs import default  # experiments/configs/ is the package ae_jax.configs
 
 
 def get_config():

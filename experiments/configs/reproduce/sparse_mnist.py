@@ -30,7 +30,7 @@ initialisation, no pre-encoder bias, a sigmoid decoder with the Bernoulli loss r
 with the (normalised) MSE, and AuxK's residual is predicted through that sigmoid decoder.
 """
 
-from configs import sparse  # experiments/ is on sys.path when the entry points run
+from ae_jax.configs import sparse  # experiments/configs/ is the package ae_jax.configs
 
 VARIANTS = ("kl", "topk")
 
