@@ -96,10 +96,13 @@ def main(argv):
     cli.fail(f"unexpected arguments {argv[1:]}; flags look like --sweep='beta=1,2' --seeds=3")
   config = flags.FLAGS.config
   workdir = flags.FLAGS.workdir or os.path.join("runs", f"sweep_{config.family}")
+  cli.check_workdir(workdir)  # Before JAX loads: a workdir that cannot hold the sweep is refused at once.
   with cli.clear_errors():
     members, drawn = members_from_flags()
     cli.use_compilation_cache()
   launch.initialize_distributed()  # Several processes: join them before any JAX computation.
+  if launch.is_main_process():
+    cli.lock_workdir(workdir)  # One sweep per workdir; the other processes write nothing there.
   with launch.errors_end_all_processes(), cli.clear_errors():
     from ae_jax import sweep  # pylint: disable=g-import-not-at-top  # Loads JAX: after the flags are checked.
     if flags.FLAGS.replay:
