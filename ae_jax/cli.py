@@ -167,6 +167,7 @@ def quiet_library_logs(verbose: bool | None = None) -> None:
   # TensorFlow (loaded later, for TensorBoard files and tfds only) prints C++ INFO lines at import.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
   os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # Its oneDNN notice ignores the level; TF computes nothing.
+  os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # Several processes: gRPC's connection notices.
 
 
 @contextlib.contextmanager
@@ -265,12 +266,17 @@ def report(result, workdir: str) -> None:
 
 
 def exit_for_sweep(out: dict[str, Any]) -> None:
-  """Exit code 1 if a member's program failed (rerun the command to retry it), else 0."""
+  """Exit code 1 if a member's program failed (rerun the command to retry it), 3 if every member
+  diverged (nothing to compare), else 0."""
   failed = [row["member"] for row in out["rows"] if str(row["status"]).startswith("failed")]
   if failed:
     print(f"error: {len(failed)} member(s) failed ({', '.join(failed[:4])}); see the log above, then run the "
           "same command again to retry them", file=sys.stderr)
     sys.exit(1)
+  if out["rows"] and all(str(row["status"]).startswith("diverged") for row in out["rows"]):
+    print(f"error: all {len(out['rows'])} members diverged (their losses became non-finite; the table says "
+          "where); lower --config.learning_rate or the penalty weights", file=sys.stderr)
+    sys.exit(errors.NON_FINITE_EXIT_CODE)
 
 
 def use_compilation_cache() -> None:

@@ -126,6 +126,13 @@ def _exit_now(code: int, message: str | None = None) -> NoReturn:
   os._exit(code)  # pylint: disable=protected-access
 
 
+def lost_a_process(error: BaseException) -> bool:
+  """Whether `error` says another process of this run is gone (a closed connection, a missed heartbeat)."""
+  text = str(error)
+  return _PROCESS is not None and any(s in text for s in (
+      "Connection closed by peer", "Connection reset by peer", "Gloo", "unhealthy", "UNAVAILABLE"))
+
+
 @contextlib.contextmanager
 def errors_end_all_processes():
   """With several processes, any error ends this process at once with one line naming it; the others
@@ -141,9 +148,7 @@ def errors_end_all_processes():
   except SystemExit as e:  # fail() and friends printed their line already.
     _exit_now(e.code if isinstance(e.code, int) else 1)
   except BaseException as e:  # pylint: disable=broad-except
-    text = str(e)
-    if any(s in text for s in ("Connection closed by peer", "Connection reset by peer", "Gloo", "unhealthy",
-                               "UNAVAILABLE")):
+    if lost_a_process(e):
       _exit_now(1, f"{who}: lost another process ({_first_line(e)[:200]}); see the other processes' logs "
                 "for the first error")
     absl_logging.exception("%s failed:", who)

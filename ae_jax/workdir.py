@@ -217,6 +217,16 @@ def clear_run(workdir: str) -> None:
       os.remove(target)
 
 
+def clear_sweep(workdir: str, member_names: list[str]) -> None:
+  """Deletes a sweep's members, its search record and its tables (what --overwrite discards)."""
+  for name in member_names:
+    if name and os.path.isdir(path(workdir, name)):
+      shutil.rmtree(path(workdir, name))
+  for file in (SEARCH, SEARCH_PLOT, *SWEEP_TABLES.values(), *COMPARISON_TABLES.values()):
+    if os.path.exists(path(workdir, file)):
+      os.remove(path(workdir, file))
+
+
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
   """The rows of metrics.jsonl ([] before the first); a torn row (a run killed while appending it) is
   dropped with one log line."""
