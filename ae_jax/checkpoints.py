@@ -11,6 +11,7 @@ used; newer ones that are not are named in one line each and deleted, so the res
 again.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -19,6 +20,7 @@ import shutil
 from typing import Any
 
 from absl import logging
+from absl import logging as absl_logging
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -34,10 +36,11 @@ class Checkpointer:
 
   def __init__(self, directory: str, *, max_to_keep: int = 3):
     self._directory = os.path.abspath(directory)
-    self._manager = ocp.CheckpointManager(
-        self._directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                             enable_async_checkpointing=False))
+    with _orbax_quiet():  # It reads every step's metadata: a damaged one is named by `restore_latest`.
+      self._manager = ocp.CheckpointManager(
+          self._directory,
+          options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                               enable_async_checkpointing=False))
     self._last_good: int | None = None  # Saved by this run, or verified when restored.
 
   def save(self, step: int, state: Any) -> None:
@@ -60,15 +63,18 @@ class Checkpointer:
     it; process 0 deletes the ones newer than the checkpoint used (the resumed run saves them again).
     Every process must call `reload` after a barrier that follows this, so all agree on the steps.
     """
-    self._manager.reload()
+    with _orbax_quiet():
+      self._manager.reload()
     steps = sorted(self._manager.all_steps(), reverse=True)
     damaged = []
     for step in steps:
       try:
-        restored = self._restore_verified(step, template)
+        with _orbax_quiet():
+          restored = self._restore_verified(step, template)
       except Exception as e:  # pylint: disable=broad-except  # Missing, truncated, mismatched: try an older one.
         damaged.append(step)
-        logging.warning("Checkpoint %s cannot be restored (%s); %s.", self._step_dir(step), _first_line(e),
+        logging.warning("Checkpoint %s cannot be restored (%s); it is deleted and saved again when training "
+                        "gets there; %s.", self._step_dir(step), _first_line(e),
                         "trying an older one" if step != steps[-1] else "no older one is left")
         continue
       self._last_good = step
@@ -87,15 +93,14 @@ class Checkpointer:
     if steps and jax.process_index() == 0:
       for step in steps:
         shutil.rmtree(self._step_dir(step), ignore_errors=True)
-      logging.warning("Deleted the damaged checkpoint(s) at step(s) %s; they are saved again as training "
-                      "reaches them.", ", ".join(map(str, sorted(steps))))
-    self._manager.reload()
+    with _orbax_quiet():
+      self._manager.reload()
 
   def _step_dir(self, step: int) -> str:
     return os.path.join(self._directory, str(step))
 
   def _restore_verified(self, step: int, template: Any) -> Any:
-    restored = self._restore(step, template)
+    restored, saved = self._restore(step, template)
     file = os.path.join(self._step_dir(step), CHECKSUM)
     try:
       with open(file, encoding="utf-8") as f:
@@ -104,20 +109,21 @@ class Checkpointer:
       return restored
     except ValueError as e:
       raise ValueError(f"its checksum file is torn ({_first_line(e)})") from None
-    if checksum(restored) != expected:
+    if checksum(saved) != expected:
       raise ValueError("its arrays do not match the checksum recorded when it was saved")
     return restored
 
-  def _restore(self, step: int, template: Any) -> Any:
-    """Checkpoint `step` into `template`; one saved before the train state had `model_state` (TopK's
-    counters) restores too, with the template's `model_state` (zero counters: every unit counts as
-    having just fired, so none is dead before `dead_after` more examples)."""
+  def _restore(self, step: int, template: Any) -> tuple[Any, Any]:
+    """(the state, the tree as saved): checkpoint `step` into `template`. One saved before the train state
+    had `model_state` (TopK's counters) restores too, with the template's `model_state` (zero counters:
+    every unit counts as having just fired, so none is dead before `dead_after` more examples)."""
     path = os.path.join(self._step_dir(step), ITEM)
     if not os.path.isdir(path):
       raise FileNotFoundError(f"its item folder {ITEM!r} is missing")
     with ocp.StandardCheckpointer() as checkpointer:  # A fresh one: a failed restore leaves no state behind.
       try:
-        return _check_shapes(checkpointer.restore(path, template), template)
+        restored = _check_shapes(checkpointer.restore(path, template), template)
+        return restored, restored
       except ValueError:
         if not _lacks_model_state(checkpointer.metadata(path), template):
           raise
@@ -126,7 +132,7 @@ class Checkpointer:
     if template.model_state:
       logging.warning("Checkpoint at step %d predates the train state's model_state; its TopK counters of "
                       "examples since each unit fired restart from 0.", step)
-    return template.replace(**restored)
+    return template.replace(**restored), type(template)(**{**restored, "model_state": {}})
 
   def latest_step(self) -> int | None:
     """The newest checkpoint on disk (not checked; `last_good` is)."""
@@ -157,6 +163,21 @@ def _check_shapes(restored: Any, template: Any) -> Any:
     if np.shape(got) != np.shape(want):
       raise ValueError(f"an array has shape {np.shape(got)}, the train state's has {np.shape(want)}")
   return restored
+
+
+@contextlib.contextmanager
+def _orbax_quiet():
+  """Keeps orbax's own lines about a damaged checkpoint out of the log (ours names it in one line)."""
+  logger = absl_logging.get_absl_logger()  # Orbax logs through absl's logger.
+
+  def drop(record) -> bool:
+    return "orbax" not in record.pathname
+
+  logger.addFilter(drop)
+  try:
+    yield
+  finally:
+    logger.removeFilter(drop)
 
 
 def _first_line(error: BaseException) -> str:

@@ -210,7 +210,7 @@ MUTANTS: tuple[Mutant, ...] = (
             "tests/test_sweep.py::test_a_diverging_member_is_marked_and_the_others_finish",
             "the table's test_loss is the training loss"),
     _mutant("workdir.truncate_drops_the_checkpoint_step", "ae_jax/workdir.py",
-            'json.loads(line)["step"] <= step]', 'json.loads(line)["step"] < step]',
+            'row["step"] <= step]', 'row["step"] < step]',
             "tests/test_checkpoints.py::test_resume_matches_an_uninterrupted_run",
             "a resumed run drops the metrics row of the step it resumes from"),
     _mutant("workdir.num_steps_not_resumable", "ae_jax/workdir.py",
