@@ -217,6 +217,18 @@ MUTANTS: tuple[Mutant, ...] = (
             'RESUMABLE_KEYS = frozenset({"num_steps", "num_epochs",', 'RESUMABLE_KEYS = frozenset({"num_epochs",',
             "tests/test_checkpoints.py::test_probe_settings_are_resumable_and_a_cosine_schedule_fixes_the_length",
             "raising num_steps refuses the workdir instead of training on"),
+    _mutant("workdir.torn_row_kept", "ae_jax/workdir.py",
+            'except ValueError:\n      where = "its last row"', 'except KeyError:\n      where = "its last row"',
+            "tests/test_faults_checkpoints.py::test_torn_records_are_dropped_or_rederived_and_the_run_resumes",
+            "a torn metrics row is read as a row"),
+    _mutant("workdir.lock_not_exclusive", "ae_jax/workdir.py",
+            "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", "fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)",
+            "tests/test_faults_cli.py::test_the_lock_is_an_os_lock_and_all_diverged_sweeps_exit_3",
+            "two runs may hold one workdir's lock"),
+    _mutant("checkpoints.checksum_ignored", "ae_jax/checkpoints.py",
+            "if checksum(saved) != expected:", "if checksum(saved) == expected and False:",
+            "tests/test_faults_checkpoints.py::test_last_good_is_the_verified_checkpoint",
+            "flipped bytes in a checkpoint restore without a word"),
     # --- search, PBT, the validation split, the assembly
     _mutant("search.keeps_too_few", "ae_jax/search.py",
             "return set(ranked[:math.ceil(len(ranked) / eta)])", "return set(ranked[:len(ranked) // eta])",
@@ -264,7 +276,8 @@ COVERING = {
     "ae_jax/evaluators.py": ("tests/test_evaluation.py", "tests/test_report.py"),
     "ae_jax/likelihood.py": ("tests/test_evaluation.py",),
     "ae_jax/sweep.py": ("tests/test_sweep.py",),
-    "ae_jax/workdir.py": ("tests/test_checkpoints.py",),
+    "ae_jax/workdir.py": ("tests/test_checkpoints.py", "tests/test_faults_checkpoints.py"),
+    "ae_jax/checkpoints.py": ("tests/test_checkpoints.py", "tests/test_faults_checkpoints.py"),
     "experiments/configs/default.py": ("tests/test_cli.py", "tests/test_report.py"),
 }
 

@@ -155,3 +155,20 @@ def test_bad_user_terms_are_one_line_before_training(tmp_path):
              cwd=tmp_path)
   assert "must be a finite number" in _one_error_line(out)
   assert not os.path.exists(tmp_path / "w" / workdir_lib.METRICS)
+
+
+def test_the_lock_is_an_os_lock_and_all_diverged_sweeps_exit_3(tmp_path, capsys):
+  import fcntl  # pylint: disable=g-import-not-at-top
+
+  workdir_lib.lock(str(tmp_path))
+  workdir_lib.lock(str(tmp_path))  # Held by this process already: nothing to do.
+  other = os.open(tmp_path / workdir_lib.LOCK, os.O_RDWR)  # Another open file: what another process holds.
+  with pytest.raises(BlockingIOError):  # Not even shared: the holder's lock is exclusive.
+    fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)
+  os.close(other)
+  rows = [{"member": "a", "status": "diverged at step 3"}, {"member": "b", "status": "done"}]
+  cli.exit_for_sweep({"rows": rows})  # Some diverged: the table says which, exit 0.
+  with pytest.raises(SystemExit) as exit_info:
+    cli.exit_for_sweep({"rows": rows[:1] * 2})
+  assert exit_info.value.code == errors.NON_FINITE_EXIT_CODE
+  assert capsys.readouterr().err.startswith("error: all 2 members diverged")
