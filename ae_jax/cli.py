@@ -198,7 +198,8 @@ def _get_config_returning_none():
 
 @contextlib.contextmanager
 def clear_errors():
-  """Turns the library's errors into one line on stderr: exit code 2 for bad input, 3 for a non-finite loss."""
+  """Turns the library's errors into one line on stderr: exit code 2 for bad input, 3 for a non-finite loss,
+  1 for a disk that filled up (what was saved stays: the same command resumes)."""
   try:
     yield
   except (errors.ConfigError, data.DataError, errors.SweepError) as e:
@@ -206,6 +207,10 @@ def clear_errors():
   except errors.TrainingError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(errors.NON_FINITE_EXIT_CODE)
+  except errors.TermError as e:  # One line naming the term, then the user's own traceback to debug.
+    print(f"error: {e}", file=sys.stderr)
+    traceback.print_exception(e.__cause__, file=sys.stderr)
+    sys.exit(USAGE_EXIT_CODE)
   except Exception as e:  # pylint: disable=broad-except
     full = next((c for c in _chain(e) if isinstance(c, OSError) and c.errno in _DISK_FULL), None)
     if full is None:
@@ -214,10 +219,6 @@ def clear_errors():
     print(f"error: the disk is full{where} ({os.strerror(full.errno)}); free space, then run the same command "
           "again: it resumes from the last checkpoint", file=sys.stderr)
     sys.exit(DISK_FULL_EXIT_CODE)
-  except errors.TermError as e:  # One line naming the term, then the user's own traceback to debug.
-    print(f"error: {e}", file=sys.stderr)
-    traceback.print_exception(e.__cause__, file=sys.stderr)
-    sys.exit(USAGE_EXIT_CODE)
 
 
 def check_workdir(workdir: str, *, flag: str = "--workdir") -> None:

@@ -172,3 +172,22 @@ def test_the_lock_is_an_os_lock_and_all_diverged_sweeps_exit_3(tmp_path, capsys)
     cli.exit_for_sweep({"rows": rows[:1] * 2})
   assert exit_info.value.code == errors.NON_FINITE_EXIT_CODE
   assert capsys.readouterr().err.startswith("error: all 2 members diverged")
+
+
+def test_a_dead_process_of_a_sweep_stops_the_other_in_one_line(tmp_path):
+  """Case 5: kill -9 one of a 2-process sweep; the survivor's last words are one line, no traceback."""
+  from tests import test_distributed as dist  # pylint: disable=g-import-not-at-top
+
+  procs = dist._two("sweep.py", [*dist.CONFIG, *dist.SWEEP, f"--workdir={tmp_path}"])  # pylint: disable=protected-access
+  first = tmp_path / "seed=0" / "checkpoints" / "20"
+  deadline = time.monotonic() + 120
+  while not first.exists() and time.monotonic() < deadline and procs[1].poll() is None:
+    time.sleep(0.02)
+  assert first.exists(), dist._wait(procs)  # pylint: disable=protected-access
+  os.kill(procs[1].pid, signal.SIGKILL)
+  (rc0, _, err0), _ = dist._wait(procs, timeout=60)  # pylint: disable=protected-access
+  if not (tmp_path / "sweep.csv").exists():  # Process 0 had not finished alone.
+    assert rc0 != 0 and "Traceback" not in err0, err0[-3000:]
+    lines = [line for line in err0.splitlines() if line.startswith("error:")]
+    fatal = [line for line in err0.splitlines() if line[:1] == "F" and line[1:5].isdigit()]  # JAX's runtime.
+    assert (len(lines) == 1 and "lost another process" in lines[0]) or (fatal and not lines), err0[-3000:]
