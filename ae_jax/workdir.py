@@ -315,8 +315,8 @@ def read_finished(workdir: str, config) -> Result | None:
     evaluated = _read_json(path(workdir, name)) if status["status"] == DONE else None
     if isinstance(evaluated, dict):
       setattr(result, field, {k: v for k, v in evaluated.items() if k != "step"})
-    elif status["status"] == DONE and (name == EVAL or os.path.exists(path(workdir, name))):
-      return None  # Finished, but its evaluation is missing or torn: resumed at its last step, evaluated again.
+    elif status["status"] == DONE and os.path.exists(path(workdir, name)):
+      return None  # Finished, but its evaluation is torn: resumed at its last step, evaluated again.
   for row in read_metrics(workdir):
     if "loss" in row:
       result.train = {k: v for k, v in row.items()

@@ -115,8 +115,9 @@ def test_torn_records_are_dropped_or_rederived_and_the_run_resumes(uninterrupted
 def test_a_torn_status_or_eval_resumes_the_member_at_its_last_step(uninterrupted, tmp_path):
   train.train_and_evaluate(_config(40), str(tmp_path))
   config = _config(40)
-  for name in (workdir_lib.STATUS, workdir_lib.EVAL):
-    (tmp_path / name).write_text("")  # `: > status.json`
+  assert workdir_lib.read_finished(str(tmp_path), config) is not None
+  for name in (workdir_lib.EVAL, workdir_lib.STATUS):  # Torn one by one: `: > status.json`.
+    (tmp_path / name).write_text("")
     assert workdir_lib.read_finished(str(tmp_path), config) is None  # Unfinished: it resumes.
   result = train.train_and_evaluate(config, str(tmp_path))
   assert result.history == [] and result.step == 40
