@@ -175,7 +175,8 @@ def test_the_lock_is_an_os_lock_and_all_diverged_sweeps_exit_3(tmp_path, capsys)
 
 
 def test_a_dead_process_of_a_sweep_stops_the_other_in_one_line(tmp_path):
-  """Case 5: kill -9 one of a 2-process sweep; the survivor's last words are one line, no traceback."""
+  """Case 5: kill -9 one of a 2-process sweep; the survivor's last words are one line, no traceback, and
+  Gloo's connection notices stay out of its output."""
   from tests import test_distributed as dist  # pylint: disable=g-import-not-at-top
 
   procs = dist._two("sweep.py", [*dist.CONFIG, *dist.SWEEP, f"--workdir={tmp_path}"])  # pylint: disable=protected-access
@@ -185,7 +186,8 @@ def test_a_dead_process_of_a_sweep_stops_the_other_in_one_line(tmp_path):
     time.sleep(0.02)
   assert first.exists(), dist._wait(procs)  # pylint: disable=protected-access
   os.kill(procs[1].pid, signal.SIGKILL)
-  (rc0, _, err0), _ = dist._wait(procs, timeout=60)  # pylint: disable=protected-access
+  (rc0, out0, err0), _ = dist._wait(procs, timeout=60)  # pylint: disable=protected-access
+  assert "[Gloo]" not in out0 and "Expected number of connected peer" not in out0, out0  # Its notices dropped.
   if not (tmp_path / "sweep.csv").exists():  # Process 0 had not finished alone.
     assert rc0 != 0 and "Traceback" not in err0, err0[-3000:]
     lines = [line for line in err0.splitlines() if line.startswith("error:")]
