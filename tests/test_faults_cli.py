@@ -193,3 +193,28 @@ def test_a_dead_process_of_a_sweep_stops_the_other_in_one_line(tmp_path):
     lines = [line for line in err0.splitlines() if line.startswith("error:")]
     fatal = [line for line in err0.splitlines() if line[:1] == "F" and line[1:5].isdigit()]  # JAX's runtime.
     assert (len(lines) == 1 and "lost another process" in lines[0]) or (fatal and not lines), err0[-3000:]
+
+
+def test_a_benchmark_out_in_a_missing_folder_and_a_data_dir_naming_a_module(tmp_path, capsys):
+  """Case 6: --out's folder is created (an unwritable path is one line, exit 2); a tfds data_dir whose
+  features.json names a class outside tfds is refused before tfds could import its module."""
+  import json  # pylint: disable=g-import-not-at-top
+
+  from ae_jax import data  # pylint: disable=g-import-not-at-top
+  from benchmarks import harness  # pylint: disable=g-import-not-at-top
+
+  out = tmp_path / "missing" / "folder" / "rows.jsonl"
+  with harness.json_lines(str(out)) as emit:
+    emit({"a": 1})
+  assert out.read_text() == '{"a": 1}\n'
+  (tmp_path / "file").write_text("")
+  with pytest.raises(SystemExit) as exit_info, harness.json_lines(str(tmp_path / "file" / "rows.jsonl")):
+    pass
+  assert exit_info.value.code == 2 and capsys.readouterr().err.startswith("error: --out=")
+  prepared = tmp_path / "tfds" / "mnist" / "3.0.1"
+  prepared.mkdir(parents=True)
+  (prepared / "features.json").write_text(json.dumps(
+      {"pythonClassName": "tensorflow_datasets.core.features.features_dict.FeaturesDict",
+       "featuresDict": {"features": {"image": {"pythonClassName": "evil_module.Feature"}}}}))
+  with pytest.raises(data.DataError, match="evil_module.Feature"):
+    data.load("mnist", data_dir=str(tmp_path / "tfds"))
