@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from ae_jax import checkpoints
+from ae_jax import cli
 from ae_jax import train
 from ae_jax import workdir as workdir_lib
 from tests.conftest import family_config
@@ -112,7 +113,7 @@ def test_torn_records_are_dropped_or_rederived_and_the_run_resumes(uninterrupted
   assert json.loads((tmp_path / workdir_lib.CONFIG).read_text())["num_steps"] == 40  # Written again, whole.
 
 
-def test_a_torn_status_or_eval_resumes_the_member_at_its_last_step(uninterrupted, tmp_path):
+def test_a_torn_status_or_eval_resumes_the_member_at_its_last_step(uninterrupted, tmp_path, capsys):
   train.train_and_evaluate(_config(40), str(tmp_path))
   config = _config(40)
   assert workdir_lib.read_finished(str(tmp_path), config) is not None
@@ -123,6 +124,9 @@ def test_a_torn_status_or_eval_resumes_the_member_at_its_last_step(uninterrupted
   assert result.history == [] and result.step == 40
   assert result.train["loss"] == pytest.approx(uninterrupted.train["loss"], rel=1e-6)  # From metrics.jsonl.
   assert result.eval == pytest.approx(uninterrupted.eval, rel=1e-5, nan_ok=True)
+  cli.report(result, str(tmp_path))  # Case 4: a rerun of a finished run reports its real final metrics.
+  printed = capsys.readouterr().out
+  assert "Final metrics (step 40):" in printed and "train loss " in printed, printed
   finished = workdir_lib.read_finished(str(tmp_path), config)
   assert finished is not None and finished.train["loss"] == pytest.approx(uninterrupted.train["loss"], rel=1e-6)
 
