@@ -1,11 +1,13 @@
 """What experiment entry points share: flag parsing, one-line errors with exit code 2, quiet logs, the
 closing report and the compilation cache. Starting several processes is `ae_jax.launch`'s job.
 
-JAX is imported by the config checks (`ae_jax.config` reads the family registry); TensorFlow, which
-clu's TensorBoard writer and tfds load, only after the flags are checked.
+Nothing here imports JAX: the entry points check the workdir (`check_workdir`) before JAX loads, so a
+bad one is refused at once. JAX comes with the config checks (`ae_jax.config` reads the family
+registry); TensorFlow, which clu's TensorBoard writer and tfds load, only after the flags are checked.
 """
 
 import contextlib
+import errno
 import logging as std_logging
 import os
 import re
@@ -19,12 +21,12 @@ from typing import Any, NoReturn
 from absl import flags
 from absl import logging as absl_logging
 
-from ae_jax import config as config_lib
 from ae_jax import data
 from ae_jax import errors
-from ae_jax import sweep_spec
 
 USAGE_EXIT_CODE = 2
+DISK_FULL_EXIT_CODE = 1  # A run that stopped on a full disk: what it saved stays, the same command resumes.
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def fail(message: str) -> NoReturn:
@@ -186,6 +188,7 @@ def quiet_library_logs(verbose: bool | None = None) -> None:
   # TensorFlow (loaded later, for TensorBoard files and tfds only) prints C++ INFO lines at import.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
   os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # Its oneDNN notice ignores the level; TF computes nothing.
+  os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # Several processes: gRPC's connection notices.
 
 
 @contextlib.contextmanager
@@ -216,10 +219,11 @@ def _get_config_returning_none():
 
 @contextlib.contextmanager
 def clear_errors():
-  """Turns the library's errors into one line on stderr: exit code 2 for bad input, 3 for a non-finite loss."""
+  """Turns the library's errors into one line on stderr: exit code 2 for bad input, 3 for a non-finite loss,
+  1 for a disk that filled up (what was saved stays: the same command resumes)."""
   try:
     yield
-  except (config_lib.ConfigError, data.DataError, sweep_spec.SweepError) as e:
+  except (errors.ConfigError, data.DataError, errors.SweepError) as e:
     fail(str(e))
   except errors.TrainingError as e:
     print(f"error: {e}", file=sys.stderr)
@@ -228,6 +232,38 @@ def clear_errors():
     print(f"error: {e}", file=sys.stderr)
     traceback.print_exception(e.__cause__, file=sys.stderr)
     sys.exit(USAGE_EXIT_CODE)
+  except Exception as e:  # pylint: disable=broad-except
+    full = next((c for c in _chain(e) if isinstance(c, OSError) and c.errno in _DISK_FULL), None)
+    if full is None:
+      raise
+    where = f" writing {full.filename}" if full.filename else ""
+    print(f"error: the disk is full{where} ({os.strerror(full.errno)}); free space, then run the same command "
+          "again: it resumes from the last checkpoint", file=sys.stderr)
+    sys.exit(DISK_FULL_EXIT_CODE)
+
+
+def check_workdir(workdir: str, *, flag: str = "--workdir") -> None:
+  """Refuses in one line (exit 2) a workdir that cannot hold a run: a file, under a file, not writable,
+  no space. Imports no JAX: called first, so the refusal is immediate."""
+  from ae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
+  try:
+    workdir_lib.check_usable(workdir, flag=flag)
+  except errors.ConfigError as e:
+    fail(str(e))
+
+
+def lock_workdir(workdir: str, *, flag: str = "--workdir") -> None:
+  """Holds `workdir`'s lock until this process ends; another run in it is refused in one line (exit 2).
+  Called by the process that writes the files (process 0) only."""
+  from ae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
+  try:
+    workdir_lib.lock(workdir, flag=flag)
+  except errors.ConfigError as e:
+    fail(str(e))
+  except OSError as e:
+    fail(f"{flag}={workdir}: cannot create its lock file ({e.strerror}); pass a folder you can write to")
 
 
 def report(result, workdir: str, config=None) -> None:
@@ -237,7 +273,7 @@ def report(result, workdir: str, config=None) -> None:
   from ae_jax import report as report_lib  # pylint: disable=g-import-not-at-top
   from ae_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
-  lines = ["", f"Final metrics (step {result.history[-1]['step'] if result.history else 0}):"]
+  lines = ["", f"Final metrics (step {result.step}):"]
   for split, values in (("train", result.train), ("test", result.test)):
     for name, value in sorted(values.items()):
       if name.startswith("loss"):
@@ -256,12 +292,17 @@ def report(result, workdir: str, config=None) -> None:
 
 
 def exit_for_sweep(out: dict[str, Any]) -> None:
-  """Exit code 1 if a member's program failed (rerun the command to retry it), else 0."""
+  """Exit code 1 if a member's program failed (rerun the command to retry it), 3 if every member
+  diverged (nothing to compare), else 0."""
   failed = [row["member"] for row in out["rows"] if str(row["status"]).startswith("failed")]
   if failed:
     print(f"error: {len(failed)} member(s) failed ({', '.join(failed[:4])}); see the log above, then run the "
           "same command again to retry them", file=sys.stderr)
     sys.exit(1)
+  if out["rows"] and all(str(row["status"]).startswith("diverged") for row in out["rows"]):
+    print(f"error: all {len(out['rows'])} members diverged (their losses became non-finite; the table says "
+          "where); lower --config.learning_rate or the penalty weights", file=sys.stderr)
+    sys.exit(errors.NON_FINITE_EXIT_CODE)
 
 
 def use_compilation_cache() -> None:

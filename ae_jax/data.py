@@ -7,6 +7,7 @@ says what is wrong and how to fix it.
 """
 
 import dataclasses
+import json
 import os
 import socket
 from typing import NoReturn
@@ -229,6 +230,7 @@ def _tfds(name: str, data_dir: str) -> Dataset:
   except ImportError:
     raise DataError(f"dataset {name!r} needs tensorflow-datasets: pip install tensorflow-datasets "
                     "tensorflow-cpu, or use 'digits' or 'npz:PATH'") from None
+  _check_feature_classes(name, data_dir)
   data_dir = data_dir or None
   try:
     builder = tfds.builder(name, data_dir=data_dir)
@@ -257,6 +259,39 @@ def _tfds(name: str, data_dir: str) -> Dataset:
         "or use --config.dataset=npz:PATH") from None
   (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
   return Dataset(x_tr, y_tr, x_te, y_te, name)
+
+
+FEATURE_CLASS_KEYS = ("pythonClassName", "python_class_name", "type")  # features.json: a class tfds imports.
+
+
+def _check_feature_classes(name: str, data_dir: str) -> None:
+  """Refuses a prepared dataset under `data_dir` whose features.json names a class outside tfds: tfds
+  imports the module of every class named there, which would run code a data folder chose."""
+  root = os.path.join(data_dir, name.split(":")[-1].split("/")[0]) if data_dir else ""
+  if not root or not os.path.isdir(root):
+    return
+  for folder, _, files in os.walk(root):
+    if "features.json" not in files:
+      continue
+    file = os.path.join(folder, "features.json")
+    try:
+      with open(file, encoding="utf-8") as f:
+        tree = json.load(f)
+    except (OSError, ValueError):
+      continue  # Unreadable: tfds reports it.
+    for cls in _class_names(tree):
+      if not cls.startswith("tensorflow_datasets."):
+        raise DataError(f"--config.data_dir={data_dir}: {file} names the class {cls!r}, whose module tfds would "
+                        "import (running its code); only tensorflow_datasets' own feature types are loaded")
+
+
+def _class_names(tree) -> list[str]:
+  if isinstance(tree, dict):
+    own = [v for k, v in tree.items() if k in FEATURE_CLASS_KEYS and isinstance(v, str) and "." in v]
+    return own + [c for v in tree.values() for c in _class_names(v)]
+  if isinstance(tree, list):
+    return [c for v in tree for c in _class_names(v)]
+  return []
 
 
 def _downloads_for_real(builder) -> bool:

@@ -12,6 +12,7 @@ This module is pure data at the bottom of the package: it imports nothing from `
 
 from collections.abc import Mapping, Sequence
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,8 @@ def parse_extra_terms(spec: str) -> list[tuple[str, str, float]]:
       value = float(weight) if weight.strip() else 1.0
     except ValueError:
       raise ValueError(f"extra term {item!r}: weight {weight!r} is not a number") from None
+    if not math.isfinite(value):
+      raise ValueError(f"extra term {item!r}: weight {weight.strip()!r} must be a finite number, e.g. 0.1")
     terms.append((path.rpartition(":")[2], path, value))
   return terms
 

@@ -6,9 +6,12 @@ process ends the others promptly instead of leaving them waiting on a collective
 three do nothing.
 """
 
+import atexit
 import contextlib
 import os
+import re
 import sys
+import threading
 from typing import NoReturn
 
 from absl import flags
@@ -20,6 +23,10 @@ fail, _first_line, USAGE_EXIT_CODE = cli.fail, cli.first_line, cli.USAGE_EXIT_CO
 
 
 _PROCESS: tuple[int, int] | None = None  # (process index, count) once jax.distributed is initialized.
+# Gloo (JAX's CPU collectives, C++) prints each connection to stdout from its own threads, a line sometimes
+# split in two: "[Gloo] Rank 1 is connected to 1 peer ranks. " and "Expected number ... is : 1".
+_GLOO_LINE = re.compile(rb"^(\[Gloo\] .*|.*Expected number of connected peer ranks is : \d+\s*)$")
+_RESTORE_STDOUT = []  # The function that ends the relay of `_stdout_without_gloo`, once it runs.
 # JAX's cluster detections this entry point trusts to start several processes (`jax.distributed.initialize()`
 # with no arguments): SLURM's srun, Open MPI's mpirun, a Cloud TPU VM of a pod slice (GCE or GKE).
 _AUTO_CLUSTERS = ("slurm", "ompi", "gcetpu", "gketpu")
@@ -76,10 +83,10 @@ def initialize_distributed() -> None:
   if not given and cluster is None:
     return  # One process: no coordinator.
   import signal  # pylint: disable=g-import-not-at-top
-  import threading  # pylint: disable=g-import-not-at-top
 
   import jax  # pylint: disable=g-import-not-at-top
 
+  _stdout_without_gloo()
   timeout = flags.FLAGS.distributed_timeout
   who = f"process {index} of {count}" if given else f"this process ({cluster})"
   where = f"the coordinator at {address}" if address else "the coordinator"
@@ -108,6 +115,46 @@ def initialize_distributed() -> None:
                     jax.device_count())
 
 
+def _stdout_without_gloo() -> None:
+  """Relays this process's stdout (file descriptor 1) through a pipe that drops Gloo's connection notices,
+  so the default output holds what ae_jax prints; drained and undone at exit."""
+  sys.stdout.flush()
+  original = os.dup(1)
+  read, write = os.pipe()
+  os.dup2(write, 1)
+  os.close(write)
+
+  def relay():
+    pending = b""
+    with os.fdopen(read, "rb", buffering=0) as pipe:
+      for chunk in iter(lambda: pipe.read(65536), b""):
+        *lines, pending = (pending + chunk).split(b"\n")
+        _write_all(original, b"".join(line + b"\n" for line in lines if not _GLOO_LINE.match(line)))
+    if pending and not _GLOO_LINE.match(pending):
+      _write_all(original, pending)
+
+  thread = threading.Thread(target=relay, daemon=True, name="stdout-without-gloo")
+  thread.start()
+
+  def restore():
+    if _RESTORE_STDOUT:
+      _RESTORE_STDOUT.clear()
+      try:
+        sys.stdout.flush()
+      except Exception:  # pylint: disable=broad-except
+        pass
+      os.dup2(original, 1)  # The pipe's last writer closes: the relay drains it and ends.
+      thread.join(timeout=5)
+
+  _RESTORE_STDOUT.append(restore)
+  atexit.register(restore)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+  while data:
+    data = data[os.write(fd, data):]
+
+
 def is_main_process() -> bool:
   """Whether this process prints the report (process 0, or the only one)."""
   return _PROCESS is None or _PROCESS[0] == 0
@@ -123,7 +170,16 @@ def _exit_now(code: int, message: str | None = None) -> NoReturn:
       stream.flush()
     except Exception:  # pylint: disable=broad-except
       pass
+  for restore in list(_RESTORE_STDOUT):  # What was printed reaches the real stdout before the end.
+    restore()
   os._exit(code)  # pylint: disable=protected-access
+
+
+def lost_a_process(error: BaseException) -> bool:
+  """Whether `error` says another process of this run is gone (a closed connection, a missed heartbeat)."""
+  text = str(error)
+  return _PROCESS is not None and any(s in text for s in (
+      "Connection closed by peer", "Connection reset by peer", "Gloo", "unhealthy", "UNAVAILABLE"))
 
 
 @contextlib.contextmanager
@@ -141,9 +197,7 @@ def errors_end_all_processes():
   except SystemExit as e:  # fail() and friends printed their line already.
     _exit_now(e.code if isinstance(e.code, int) else 1)
   except BaseException as e:  # pylint: disable=broad-except
-    text = str(e)
-    if any(s in text for s in ("Connection closed by peer", "Connection reset by peer", "Gloo", "unhealthy",
-                               "UNAVAILABLE")):
+    if lost_a_process(e):
       _exit_now(1, f"{who}: lost another process ({_first_line(e)[:200]}); see the other processes' logs "
                 "for the first error")
     absl_logging.exception("%s failed:", who)

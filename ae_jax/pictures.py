@@ -16,6 +16,8 @@ from matplotlib.backends import backend_agg
 import numpy as np
 from PIL import Image
 
+from ae_jax import workdir as workdir_lib
+
 MIN_TILE_PIXELS = 32  # Tiles are upscaled (integer factor) until their shorter side is at least this.
 
 
@@ -78,7 +80,8 @@ def save_png(path: str | os.PathLike, image_uint8: np.ndarray) -> str:
     raise ValueError(f"image must be (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
   path = os.fspath(path)
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  Image.fromarray(image).save(path, format="PNG")
+  with workdir_lib.atomic(path) as temporary:
+    Image.fromarray(image).save(temporary, format="PNG")
   return path
 
 
@@ -96,7 +99,8 @@ def _new_figure(width: float = 6.0, height: float = 5.0) -> mpl_figure.Figure:
 def _save_figure(path: str | os.PathLike, fig: mpl_figure.Figure) -> str:
   path = os.fspath(path)
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fig.savefig(path, format="png")
+  with workdir_lib.atomic(path) as temporary:
+    fig.savefig(temporary, format="png")
   return path
 
 

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 import copy
 import math
 import os
-import shutil
 from typing import Any
 
 from absl import logging
@@ -28,6 +27,7 @@ from ae_jax import errors
 from ae_jax import families
 from ae_jax import frontier
 from ae_jax import hparams
+from ae_jax import launch
 from ae_jax import multihost
 from ae_jax import pbt
 from ae_jax import search as search_lib
@@ -58,6 +58,14 @@ def member_configs(base_config, members: list[dict[str, Any]]) -> list[Any]:
       raise config_lib.ConfigError(f"sweep member {_describe(overrides)}: {e}") from None
     configs.append(config)
   return configs
+
+
+def _check_fits(config, ds: data.Dataset, overrides: dict[str, Any]) -> None:
+  """ConfigError naming the member if its batch is larger than what it trains on (before anything trains)."""
+  size = data.training_size(ds, config.validation_fraction)
+  if config.batch_size > size:
+    raise config_lib.ConfigError(f"sweep member {_describe(overrides)}: --config.batch_size={config.batch_size} "
+                                 f"exceeds the {size} training examples of {ds.name}; lower it")
 
 
 def _describe(overrides: dict[str, Any]) -> str:
@@ -97,9 +105,7 @@ def _prepare(workdir: str, base_config, members: list[dict[str, Any]], names: li
   multihost.barrier("sweep: workdir checked")
   if multihost.is_main():
     if stored is not None and overwrite:
-      for name in stored.get("member_names", []):
-        shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
-      workdir_lib.remove_search(workdir)
+      workdir_lib.clear_sweep(workdir, stored.get("member_names", []))
     workdir_lib.write_sweep(workdir, base, members, names, drawn=drawn)
   multihost.barrier("sweep: workdir prepared")
 
@@ -168,11 +174,16 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
                         search_seed=search_seed, devices=devices, drawn=drawn)
     groups = {}
   datasets: dict[tuple[str, str, str], data.Dataset] = {}
+  for group in groups.values():  # Every member's data checked before any member trains.
+    for i in group:
+      config = configs[i]
+      source = (config.dataset, config.data_dir, config.binarize)
+      if source not in datasets:
+        datasets[source] = data.load(config.dataset, data_dir=config.data_dir, binarize=config.binarize)
+      _check_fits(config, datasets[source], members[i])
   for group in groups.values():
     config = configs[group[0]]
     source = (config.dataset, config.data_dir, config.binarize)
-    if source not in datasets:
-      datasets[source] = data.load(config.dataset, data_dir=config.data_dir, binarize=config.binarize)
     batch = [train.Member(configs[i], os.path.join(workdir, names[i])) for i in group]
     logging.info("Sweep: training %d member(s) as one program: %s", len(batch), ", ".join(names[i] for i in group))
     try:
@@ -180,6 +191,8 @@ def run(base_config, members: list[dict[str, Any]], workdir: str, *, select: str
     except (config_lib.ConfigError, data.DataError, errors.TermError):
       raise  # Bad input or the user's own code: one line (and their traceback) from the entry point.
     except Exception as e:  # pylint: disable=broad-except  # One program failing must not lose the others.
+      if launch.lost_a_process(e):
+        raise  # Another process died: this one cannot go on either (one line from the entry point).
       logging.exception("Sweep: the program of %s failed.", ", ".join(names[i] for i in group))
       message = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
       outs = [workdir_lib.Result(status=workdir_lib.FAILED, message=message) for _ in group]

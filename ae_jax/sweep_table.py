@@ -14,6 +14,7 @@ setting and its best seed.
 
 from collections.abc import Sequence
 import csv
+import io
 import math
 import os
 from typing import Any
@@ -289,16 +290,16 @@ def write(workdir: str, rows: list[dict[str, Any]], *, swept_keys: Sequence[str]
   """Writes the tables (`workdir.sweep_tables`: csv, markdown, png); returns their paths."""
   os.makedirs(workdir, exist_ok=True)
   paths = workdir_lib.sweep_tables(workdir)
-  with open(paths["csv"], "w", encoding="utf-8", newline="") as f:
+  with io.StringIO(newline="") as f:  # Written whole by a rename (workdir.write_text): never a torn table.
     writer = csv.writer(f)
     columns = ["member", *swept_keys, "status", *([FATE] if any(FATE in row for row in rows) else []),
                *measured(rows, metrics)]
     writer.writerow(columns)
     for row in rows:
       writer.writerow([_csv_value(row.get(k)) for k in columns])
+    workdir_lib.write_text(paths["csv"], f.getvalue())
   text = format_text(rows, swept_keys=swept_keys, metrics=metrics, select=select)
-  with open(paths["markdown"], "w", encoding="utf-8") as f:
-    f.write(f"# {title}\n\n{text}" if title else text)
+  workdir_lib.write_text(paths["markdown"], f"# {title}\n\n{text}" if title else text)
   save_png(paths["png"], rows, swept_keys=swept_keys, metrics=metrics, title=title)
   return paths
 
@@ -391,7 +392,8 @@ def save_png(path: str, rows: list[dict[str, Any]], *, swept_keys: Sequence[str]
     if line_keys and ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, format="png", metadata={"Description": "panels: " + ", ".join(shown)})
+  with workdir_lib.atomic(path) as temporary:
+    fig.savefig(temporary, format="png", metadata={"Description": "panels: " + ", ".join(shown)})
   return path
 
 

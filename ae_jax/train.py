@@ -134,6 +134,9 @@ def train_members(members: list[Member], ds: data.Dataset, *, devices=None, stop
     if restored is not None:
       logging.info("Resumed %s from its checkpoint at step %d.", m.workdir, int(restored.step))
     states.append(restored if restored is not None else _member(fresh, i))
+  multihost.barrier("train_members: checkpoints restored")  # Process 0 deleted damaged ones: all see the same.
+  for c in checkpointers:
+    c.reload()
 
   results: list[Result] = [Result() for _ in members]
   try:
@@ -256,6 +259,10 @@ def _train(program: program_lib.Program, members: list[Member], states, checkpoi
     for i, out in enumerate(outs):
       out.test = tests[i]
       out.validation = vals[i] if vals is not None else {}
+  for m, out in zip(members, outs):
+    logged = workdir_lib.last_train_row(m.workdir) if out.done and not out.train else None
+    if logged is not None and logged[0] == step:  # Nothing trained now: report what the run logged there.
+      out.train = logged[1]
   params = multihost.fetch(state.params)
   for i, out in enumerate(outs):
     out.params, out.step = _member(params, i), step
@@ -284,7 +291,7 @@ def _mark_diverged(out: Result, member: Member, metrics, i: int, diverged_at: in
   j = diverged_at - first_step - 1  # The failing step's row in this chunk's metrics.
   bad = [k for k, v in metrics.items() if k.startswith("loss") or k == "grad_norm"
          if not np.isfinite(v[j, i])]
-  last = checkpointer.latest_step()
+  last = checkpointer.last_good()
   kept = (f"the last good checkpoint is {workdir_lib.checkpoint_path(member.workdir, last)}"
           if last is not None else "no checkpoint was saved before it")
   out.status = workdir_lib.DIVERGED

@@ -9,6 +9,7 @@ import functools
 import importlib
 import os
 import sys
+import traceback
 from typing import Any
 
 import jax
@@ -36,6 +37,13 @@ def resolve_term(path: str) -> Term:
   except ImportError as e:
     raise ValueError(f"cannot import module {module_name!r} for extra term {path!r}: {e}; the module must "
                      "be in the working directory or on PYTHONPATH") from None
+  except SyntaxError as e:
+    raise ValueError(f"module {module_name!r} of extra term {path!r} does not compile: {e.filename} line "
+                     f"{e.lineno}: {type(e).__name__}: {e.msg}; fix the file") from None
+  except Exception as e:  # pylint: disable=broad-except  # The module's own code raised while importing.
+    where = traceback.extract_tb(e.__traceback__)[-1]
+    raise ValueError(f"importing module {module_name!r} of extra term {path!r} raised {type(e).__name__}: "
+                     f"{str(e).splitlines()[0] if str(e) else ''} ({where.filename} line {where.lineno})") from None
   fn = getattr(module, attr, None)
   if not callable(fn):
     raise ValueError(f"module {module_name!r} has no function {attr!r} (extra term {path!r})")

@@ -24,6 +24,8 @@ the package (it imports no JAX), below both the training loop and the report.
 
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import hashlib
 import json
 import math
@@ -31,9 +33,12 @@ import os
 import shutil
 from typing import Any
 
+from absl import logging
+
 from ae_jax import errors
 
 CONFIG = "run_config.json"
+LOCK = ".lock"  # Held (fcntl.flock) by the run using the workdir; the kernel drops it when the process dies.
 HPARAMS = "hparams.json"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
@@ -42,6 +47,7 @@ EVAL_VALIDATION = "eval_validation.json"
 STATUS = "status.json"
 PICTURES = ("reconstructions", "denoising", "latent_scatter", "samples", "interpolations", "filters", "curves")
 SWEEP = "sweep.json"
+TENSORBOARD_PREFIX = "events.out.tfevents."  # TensorBoard's files (clu's writer names them).
 SEARCH = "search.json"
 SEARCH_PLOT = "search.png"
 SWEEP_BEST = "best"  # sweep.json: {"select", "member"}, the member --select chose (ae_jax.load(workdir, "best")).
@@ -121,17 +127,9 @@ def frontier_tables(workdir: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def open_for_write(file: str, **kwargs):
-  """A text file written whole or not at all: to a temporary name, renamed over `file` when closed."""
-  temporary = f"{file}.tmp{os.getpid()}"
-  with open(temporary, "w", encoding="utf-8", **kwargs) as f:
+  """A text file written whole or not at all (`atomic`), e.g. for csv.writer."""
+  with atomic(file) as temporary, open(temporary, "w", encoding="utf-8", **kwargs) as f:
     yield f
-  os.replace(temporary, file)
-
-
-def write_text(file: str, text: str) -> str:
-  with open_for_write(file) as f:
-    f.write(text)
-  return file
 
 
 def comparison_tables(workdir: str) -> dict[str, str]:
@@ -168,6 +166,53 @@ def default_for(config: dict[str, Any], defaults: dict[str, Any], *, swept: list
   return os.path.join(RUNS, f"{'sweep_' if swept is not None else ''}{config.get('family', 'run')}", digest)
 
 
+MIN_FREE_BYTES = 50 * 2**20  # A run's checkpoints, pictures and metrics of a small model fit; less is refused.
+_LOCKS: dict[str, int] = {}  # Workdirs this process holds the lock of: their open lock files.
+
+
+def check_usable(workdir: str, *, flag: str = "--workdir") -> None:
+  """Raises ConfigError (one line) if `workdir` cannot hold a run: a file, under a file, not writable,
+  or on a disk with less than MIN_FREE_BYTES free. Reads only; imports no JAX (runs before it loads)."""
+  workdir = os.path.abspath(workdir)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise errors.ConfigError(f"{flag}={workdir} is a file, not a folder; pass a folder (it is created if missing)")
+  existing = workdir
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise errors.ConfigError(f"{flag}={workdir} lies under {existing}, which is a file; pass a folder path")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    what = "is" if existing == workdir else f"would be created in {existing}, which is"
+    raise errors.ConfigError(f"{flag}={workdir} {what} not writable; pass a folder you can write to")
+  free = shutil.disk_usage(existing).free
+  if free < MIN_FREE_BYTES:
+    raise errors.ConfigError(f"{flag}={workdir}: only {free / 2**20:.1f} MiB free on its disk (a run needs "
+                             f"{MIN_FREE_BYTES // 2**20} MiB); free space or pass a folder on another disk")
+
+
+def lock(workdir: str, *, flag: str = "--workdir") -> None:
+  """Takes the workdir's lock for the rest of this process, or raises ConfigError (one line) if another
+  run holds it. An OS lock (fcntl.flock): the kernel releases it when the process ends, even by kill -9,
+  so no stale lock is ever left to remove. Locking a workdir this process holds already does nothing."""
+  workdir = os.path.abspath(workdir)
+  if workdir in _LOCKS:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  fd = os.open(path(workdir, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError as e:
+    holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+    os.close(fd)
+    if e.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+      raise
+    raise errors.ConfigError(f"{flag}={workdir} is in use by another run (process {holder or '?'}); wait for it "
+                             "to end (or end it), or pass another folder") from None
+  os.ftruncate(fd, 0)
+  os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+  _LOCKS[workdir] = fd
+
+
 def check(workdir: str, config) -> None:
   """Raises ConfigError if `workdir` holds a run with a different config (unless `config.overwrite`).
 
@@ -190,35 +235,89 @@ def prepare(workdir: str, config) -> None:
   """Refuses a workdir that holds a different run, unless `config.overwrite`; then records `config`."""
   check(workdir, config)
   if config.overwrite:
-    for name in (CHECKPOINTS, METRICS, CONFIG):
-      target = path(workdir, name)
-      if os.path.isdir(target):
-        shutil.rmtree(target)
-      elif os.path.exists(target):
-        os.remove(target)
+    clear_run(workdir)
   os.makedirs(workdir, exist_ok=True)
-  with open(path(workdir, CONFIG), "w", encoding="utf-8") as f:
-    json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
+  write_text(path(workdir, CONFIG), json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str))
+
+
+def run_files(workdir: str) -> list[str]:
+  """Every file and folder of a run in `workdir` (what --overwrite discards; not a sweep's members)."""
+  names = [CONFIG, HPARAMS, METRICS, CHECKPOINTS, EVAL, EVAL_VALIDATION, STATUS,
+           *(f"{name}.png" for name in PICTURES)]
+  if os.path.isdir(workdir):
+    names += sorted(n for n in os.listdir(workdir) if n.startswith(TENSORBOARD_PREFIX) or ".tmp-" in n)
+  return [path(workdir, name) for name in names if os.path.lexists(path(workdir, name))]
+
+
+def clear_run(workdir: str) -> None:
+  """Deletes the run recorded in `workdir` (`run_files`): nothing of it is read back or shown after."""
+  for target in run_files(workdir):
+    if os.path.isdir(target) and not os.path.islink(target):
+      shutil.rmtree(target)
+    else:
+      os.remove(target)
+
+
+def clear_sweep(workdir: str, member_names: list[str]) -> None:
+  """Deletes a sweep's members, its search record and its tables (what --overwrite discards)."""
+  for name in member_names:
+    if name and os.path.isdir(path(workdir, name)):
+      shutil.rmtree(path(workdir, name))
+  for file in (SEARCH, SEARCH_PLOT, *SWEEP_TABLES.values(), *COMPARISON_TABLES.values()):
+    if os.path.exists(path(workdir, file)):
+      os.remove(path(workdir, file))
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
-  """The rows of metrics.jsonl ([] before the first)."""
+  """The rows of metrics.jsonl ([] before the first); a torn row (a run killed while appending it) is
+  dropped with one log line."""
   file = path(workdir, METRICS)
-  if not os.path.exists(file):
+  try:
+    with open(file, encoding="utf-8", errors="replace") as f:
+      lines = [line for line in f if line.strip()]
+  except FileNotFoundError:
     return []
-  with open(file, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+  rows = []
+  for i, line in enumerate(lines):
+    try:
+      row = json.loads(line)
+      if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+        raise ValueError("a row without a step")
+      rows.append(row)
+    except ValueError:
+      where = "its last row" if i == len(lines) - 1 else f"row {i + 1}"
+      logging.warning("%s: dropped %s, which is torn (%r...); a resumed run logs it again.", file, where,
+                      line.strip()[:40])
+  return rows
 
 
 def truncate_metrics(workdir: str, step: int) -> None:
-  """Drops rows logged after `step` (written after the checkpoint a resumed run restarts from)."""
+  """Drops rows logged after `step` (written after the checkpoint a resumed run restarts from) and torn
+  rows, so that the next row is appended after a whole line."""
   file = path(workdir, METRICS)
   if not os.path.exists(file):
     return
-  with open(file, encoding="utf-8") as f:
-    lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-  with open(file, "w", encoding="utf-8") as f:
-    f.writelines(lines)
+  rows = [row for row in read_metrics(workdir) if row["step"] <= step]
+  write_text(file, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def last_train_row(workdir: str) -> tuple[int, dict[str, float]] | None:
+  """(step, training metrics) of the last training row logged (a rerun of a finished run reports it)."""
+  for row in reversed(read_metrics(workdir)):
+    if "loss" in row:
+      return row["step"], {k: _number(v) for k, v in row.items()
+                           if k != "step" and not k.startswith((TEST_PREFIX, VALIDATION_PREFIX))}
+  return None
+
+
+def _number(value: Any) -> Any:
+  """A logged value back to a float ('nan', 'inf' are written as text: `finite_or_text`)."""
+  if isinstance(value, str):
+    try:
+      return float(value)
+    except ValueError:
+      return value
+  return value
 
 
 def has_eval_row(rows: list[dict[str, Any]], step: int) -> bool:
@@ -229,8 +328,7 @@ def has_eval_row(rows: list[dict[str, Any]], step: int) -> bool:
 def write_eval(workdir: str, step: int, metrics: dict[str, float], *, name: str = EVAL) -> str:
   """eval.json (or `name`: EVAL_VALIDATION); returns its path."""
   file = path(workdir, name)
-  with open(file, "w", encoding="utf-8") as f:
-    json.dump({"step": step, **metrics}, f, indent=2, allow_nan=True)
+  write_text(file, json.dumps({"step": step, **metrics}, indent=2, allow_nan=True))
   return file
 
 
@@ -240,15 +338,15 @@ def write_status(workdir: str, result: Result, *, num_epochs: int) -> None:
             "diverged_at": result.diverged_at, "num_epochs": num_epochs}
   if result.rung is not None:
     status["rung"] = result.rung
-  with open(path(workdir, STATUS), "w", encoding="utf-8") as f:
-    json.dump(status, f, indent=2)
+  write_text(path(workdir, STATUS), json.dumps(status, indent=2))
 
 
 def read_finished(workdir: str, config) -> Result | None:
   """A member's result read back from its files, if it finished (or diverged) with this config."""
   status, stored = _read_json(path(workdir, STATUS)), _read_json(path(workdir, CONFIG))
-  if status is None or stored is None or comparable(stored) != comparable(config.to_dict()):
-    return None
+  if (not isinstance(status, dict) or not isinstance(stored, dict) or not {"status", "step"} <= status.keys()
+      or comparable(stored) != comparable(config.to_dict())):
+    return None  # Unfinished, or a torn record: the member resumes from its checkpoint and writes it again.
   if status["status"] == DONE and (status.get("num_epochs", 0) != config.num_epochs if config.num_epochs
                                    else status["step"] != config.num_steps):
     return None  # num_steps (or num_epochs: the data set and batch size are the same) was raised: train on.
@@ -256,8 +354,10 @@ def read_finished(workdir: str, config) -> Result | None:
                   diverged_at=status.get("diverged_at"), rung=status.get("rung"))
   for name, field in ((EVAL, "eval"), (EVAL_VALIDATION, "eval_validation")):
     evaluated = _read_json(path(workdir, name)) if status["status"] == DONE else None
-    if evaluated is not None:
+    if isinstance(evaluated, dict):
       setattr(result, field, {k: v for k, v in evaluated.items() if k != "step"})
+    elif status["status"] == DONE and os.path.exists(path(workdir, name)):
+      return None  # Finished, but its evaluation is torn: resumed at its last step, evaluated again.
   for row in read_metrics(workdir):
     if "loss" in row:
       result.train = {k: v for k, v in row.items()
@@ -274,8 +374,7 @@ def read_search(workdir: str) -> dict[str, Any] | None:
 
 
 def write_search(workdir: str, record: dict[str, Any]) -> None:
-  with open(path(workdir, SEARCH), "w", encoding="utf-8") as f:
-    json.dump(record, f, indent=2, allow_nan=True)
+  write_text(path(workdir, SEARCH), json.dumps(record, indent=2, allow_nan=True))
 
 
 def remove_search(workdir: str) -> None:
@@ -292,16 +391,14 @@ def write_sweep(workdir: str, base: dict[str, Any], members: list[dict[str, Any]
                 drawn: dict[str, Any] | None = None) -> None:
   os.makedirs(workdir, exist_ok=True)
   record = {"base": base, "members": members, "member_names": names, **({"drawn": drawn} if drawn else {})}
-  with open(path(workdir, SWEEP), "w", encoding="utf-8") as f:
-    json.dump(record, f, indent=2, default=str)
+  write_text(path(workdir, SWEEP), json.dumps(record, indent=2, default=str))
 
 
 def record_best(workdir: str, select: str, member: str) -> None:
   """Adds to sweep.json the member `select` chose (a sweep rerun without --select records none)."""
   record = read_sweep(workdir)
   record[SWEEP_BEST] = {"select": select, "member": member}
-  with open(path(workdir, SWEEP), "w", encoding="utf-8") as f:
-    json.dump(record, f, indent=2, default=str)
+  write_text(path(workdir, SWEEP), json.dumps(record, indent=2, default=str))
 
 
 def finite_or_text(value: float) -> float | str:
@@ -310,7 +407,34 @@ def finite_or_text(value: float) -> float | str:
 
 
 def _read_json(file: str) -> Any:
-  if not os.path.exists(file):
+  """The file's JSON, or None if it is missing or torn (one log line: the caller re-derives it)."""
+  try:
+    with open(file, encoding="utf-8") as f:
+      return json.load(f)
+  except FileNotFoundError:
     return None
-  with open(file, encoding="utf-8") as f:
-    return json.load(f)
+  except ValueError as e:  # JSONDecodeError, UnicodeDecodeError: written in place by an older version and torn.
+    logging.warning("%s is torn or not JSON (%s); treating it as missing, it is written again.", file,
+                    str(e).splitlines()[0][:80])
+    return None
+
+
+def write_text(file: str, text: str) -> None:
+  """Writes `file` whole or not at all: a temporary name in the same folder, then a rename."""
+  with atomic(file) as temporary, open(temporary, "w", encoding="utf-8", newline="") as f:
+    f.write(text)
+
+
+@contextlib.contextmanager
+def atomic(file: str):
+  """Yields a temporary path next to `file`; renamed to `file` if the block ends without an error, so a
+  reader (or a run killed meanwhile) sees the old file or the new one, never a torn one."""
+  file = os.fspath(file)
+  temporary = f"{file}.tmp-{os.getpid()}"
+  try:
+    yield temporary
+    os.replace(temporary, file)
+  finally:
+    if os.path.exists(temporary):
+      os.remove(temporary)
+

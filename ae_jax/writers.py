@@ -25,8 +25,8 @@ class JsonlWriter(metric_writers.MetricWriter):
     self._file.flush()
 
   def write_hparams(self, hparams):
-    with open(os.path.join(os.path.dirname(self._file.name), workdir_lib.HPARAMS), "w", encoding="utf-8") as f:
-      json.dump(hparams, f, indent=2, sort_keys=True, default=str)
+    workdir_lib.write_text(os.path.join(os.path.dirname(self._file.name), workdir_lib.HPARAMS),
+                           json.dumps(hparams, indent=2, sort_keys=True, default=str))
 
   def write_summaries(self, step, values, metadata=None):
     pass

@@ -76,8 +76,17 @@ def positive_ints(flag: str, values: list[str]) -> list[int]:
 @contextlib.contextmanager
 def json_lines(path: str):
   """`emit(row)`: each row as one JSON line on stdout and, given a path, in that file too (flushed per
-  row, so a stopped run keeps what it measured)."""
-  out = open(path, "w", encoding="utf-8") if path else None  # pylint: disable=consider-using-with
+  row, so a stopped run keeps what it measured). A missing folder of `path` is created; a path that
+  cannot be written is refused in one line (exit 2) before anything is measured."""
+  out = None
+  if path:
+    try:
+      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+      out = open(path, "w", encoding="utf-8")  # pylint: disable=consider-using-with
+    except OSError as e:
+      print(f"error: --out={path}: cannot write it ({e.strerror}); pass a file path in a writable folder",
+            file=sys.stderr)
+      sys.exit(2)
 
   def emit(row: dict[str, Any]) -> None:
     line = json.dumps(row)

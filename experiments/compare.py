@@ -133,7 +133,8 @@ def save_png(path: str, rows: list[list[str]], text: str) -> str:
     if r == 0:
       cell.set_facecolor("#dde5f0")
   fig.text(0.01, 0.1 / fig_height, text, fontsize=10, va="bottom", ha="left")
-  fig.savefig(path, format="png")
+  with workdir_lib.atomic(path) as temporary:
+    fig.savefig(temporary, format="png")
   return path
 
 
@@ -161,8 +162,7 @@ def compare(*, dataset: str = "digits", num_steps: int | None = None,
   rows, text = table_rows(results, configs), caption(results, configs, dataset)
   md = markdown(rows, text)
   paths = workdir_lib.comparison_tables(workdir)
-  with open(paths["markdown"], "w", encoding="utf-8") as f:
-    f.write(md)
+  workdir_lib.write_text(paths["markdown"], md)
   save_png(paths["png"], rows, text)
   return {"results": results, "markdown": md, "paths": paths}
 
@@ -175,6 +175,8 @@ def _changes(base, config) -> dict[str, Any]:
 def main(argv):
   if len(argv) > 1:
     cli.fail(f"unexpected arguments {argv[1:]}; flags look like --num_steps=500")
+  cli.check_workdir(flags.FLAGS.workdir)
+  cli.lock_workdir(flags.FLAGS.workdir)
   with cli.clear_errors():
     cli.use_compilation_cache()
     out = compare(dataset=flags.FLAGS.dataset, num_steps=flags.FLAGS.num_steps, workdir=flags.FLAGS.workdir)

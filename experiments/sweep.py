@@ -102,9 +102,12 @@ def main(argv):
   config.overwrite = False  # The sweep discards what it replaces once; its members then resume as usual.
   with cli.clear_errors():
     members, drawn = members_from_flags()
-    cli.use_compilation_cache()
   workdir = flags.FLAGS.workdir or cli.default_workdir(config, sweep_spec.swept_keys(members))
+  cli.check_workdir(workdir)  # Before JAX loads: a workdir that cannot hold the sweep is refused at once.
+  cli.use_compilation_cache()
   launch.initialize_distributed()  # Several processes: join them before any JAX computation.
+  if launch.is_main_process():
+    cli.lock_workdir(workdir)  # One sweep per workdir; the other processes write nothing there.
   with launch.errors_end_all_processes(), cli.clear_errors():
     from ae_jax import sweep  # pylint: disable=g-import-not-at-top  # Loads JAX: after the flags are checked.
     if flags.FLAGS.replay:

@@ -15,7 +15,6 @@ from absl import logging
 from ml_collections import config_flags
 
 from ae_jax import cli
-from ae_jax import config as config_lib
 from ae_jax import launch
 
 _CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
@@ -36,10 +35,14 @@ def main(argv):
   if flags.FLAGS.overwrite:
     config.overwrite = True
   workdir = flags.FLAGS.workdir or cli.default_workdir(config)
+  cli.check_workdir(workdir)  # Before JAX loads: a workdir that cannot hold the run is refused at once.
+  from ae_jax import config as config_lib  # pylint: disable=g-import-not-at-top  # Loads JAX.
   with cli.clear_errors():
     config_lib.validate(config)  # Before importing the trainer (and TensorFlow, via clu): bad flags fail fast.
     cli.use_compilation_cache()
   launch.initialize_distributed()  # Several processes: join them before any JAX computation.
+  if launch.is_main_process():
+    cli.lock_workdir(workdir)  # One run per workdir; the other processes write nothing there.
   with launch.errors_end_all_processes(), cli.clear_errors():
     from ae_jax import train  # pylint: disable=g-import-not-at-top
     result = train.train_and_evaluate(config, workdir)

@@ -72,7 +72,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(uninterrupted,
         f.write(b"garbage")
   caplog.set_level("WARNING")
   result = train.train_and_evaluate(_config(40), str(tmp_path))
-  assert "Checkpoint at step 40 cannot be restored" in caplog.text
+  assert "checkpoints/40 cannot be restored" in caplog.text
   assert [row["step"] for row in result.history] == [30, 40]  # Retrained from step 20.
   _assert_same_params(result.params, uninterrupted.params)
 
