@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 from matplotlib import figure as mpl_figure
+from matplotlib import ticker
 from matplotlib.backends import backend_agg
 import numpy as np
 
@@ -134,6 +135,10 @@ def save_png(path: str, point: setpoint.SetPoint, entries: list[dict[str, Any]],
     ax.plot([t.min(), t.max()], [t.min(), t.max()], "k--", lw=0.8, label="achieved = target")
     ax.set_xscale("log" if t.min() > 0 and t.max() / t.min() >= 10 else "linear")
     ax.set_yscale(ax.get_xscale())
+    for axis in (ax.xaxis, ax.yaxis):  # Ticks at the targets, as plain numbers.
+      axis.set_ticks(t)
+      axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+      axis.set_minor_formatter(ticker.NullFormatter())
     ax.legend(fontsize=8)
   ax.set_xlabel(point.target)
   ax.set_ylabel(f"{point.metric} ({SPLIT})")
