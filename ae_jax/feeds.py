@@ -4,10 +4,13 @@ Both feeds draw each member's batches without replacement within an epoch, from 
 depends only on (the member's seed, epoch): the data order is a pure function of the step, so a
 resumed run sees exactly the batches an uninterrupted one would, and both feeds see the same ones.
 A feed's `run(state, hp, step, length)` trains `length` steps and returns the new state and the
-metrics stacked as (length, members). The device feed runs them in one of two loop forms (`LOOPS`,
-`config.loop`): one jitted `lax.scan` over the `length` steps, or a Python loop of one jitted, donated
-call per step. Both call the same per-step function of (seed, epoch, step), so they train on the same
-batches with the same draws; `auto` picks the faster form for the backend (`resolve_loop`).
+metrics stacked as (length, members), but those of `step.LOGGED_STEP_METRICS` (the parameter and
+update norms) as (1, members): computed at the last step only, the one the training loop logs.
+
+The device feed runs the steps in one of two loop forms (`LOOPS`, `config.loop`): one jitted
+`lax.scan` over the `length` steps, or a Python loop of one jitted, donated call per step. Both call
+the same per-step function of (seed, epoch, step), so they train on the same batches with the same
+draws; `auto` picks the faster form for the backend (`resolve_loop`).
 """
 
 import concurrent.futures
@@ -57,20 +60,26 @@ def _batch(perms, pos, images, labels, batch_size: int):
 
 
 def make_train_one(step_fn: step_lib.StepFn, *, num_examples: int, batch_size: int):
-  """Returns jitted `(state, hp, t, perms, images, labels) -> (state, metrics)`: step `t` alone, on the
-  epoch orders `perms` (`_permutations` of t's epoch), the state donated. `make_train_chunk`'s body."""
+  """Returns jitted `(state, hp, t, perms, images, labels, log) -> (state, metrics)`: step `t` alone, on
+  the epoch orders `perms` (`_permutations` of t's epoch), the state donated; `log` (a bool array) asks
+  for the logged step's norms. `make_train_chunk`'s body."""
   steps_per_epoch = num_examples // batch_size
 
   @functools.partial(jax.jit, donate_argnums=0)
-  def one(state, hp, t, perms, images, labels):
-    return step_fn(state, _batch(perms, t % steps_per_epoch, images, labels, batch_size), hp, t)
+  def one(state, hp, t, perms, images, labels, log):
+    return step_fn(state, _batch(perms, t % steps_per_epoch, images, labels, batch_size), hp, t, log)
 
   return one
 
 
+def _last_step_norms(metrics):
+  """Stacked metrics with the logged step's norms (`step.LOGGED_STEP_METRICS`) kept from the last step."""
+  return {k: v[-1:] if k in step_lib.LOGGED_STEP_METRICS else v for k, v in metrics.items()}
+
+
 @jax.jit
 def _stack_metrics(metrics):
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *metrics)
+  return _last_step_norms(jax.tree.map(lambda *xs: jnp.stack(xs), *metrics))
 
 
 def make_train_chunk(step_fn: step_lib.StepFn, *, num_examples: int, batch_size: int, length: int):
@@ -92,11 +101,12 @@ def make_train_chunk(step_fn: step_lib.StepFn, *, num_examples: int, batch_size:
       with jax.named_scope("batch"):
         perms = lax.cond((pos == 0) & (t != step), lambda: _permutations(seeds, t // steps_per_epoch, num_examples),
                          lambda: perms)
-      state, metrics = step_fn(state, _batch(perms, pos, images, labels, batch_size), hp, t)
+      state, metrics = step_fn(state, _batch(perms, pos, images, labels, batch_size), hp, t, t == last)
       return (state, perms, t + 1), metrics
 
+    last = step + length - 1
     (state, _, _), metrics = lax.scan(body, (state, perms, step), length=length)
-    return state, metrics
+    return state, _last_step_norms(metrics)
 
   return chunk
 
@@ -107,13 +117,15 @@ def make_stream_chunk(step_fn: step_lib.StepFn):
 
   @functools.partial(jax.jit, donate_argnums=0)
   def chunk(state, hp, step, images, labels):
+    last = step + images.shape[0] - 1
+
     def body(carry, batch):
       state, t = carry
-      state, metrics = step_fn(state, batch, hp, t)
+      state, metrics = step_fn(state, batch, hp, t, t == last)
       return (state, t + 1), metrics
 
     (state, _), metrics = lax.scan(body, (state, step), {"image": images, "label": labels})
-    return state, metrics
+    return state, _last_step_norms(metrics)
 
   return chunk
 
@@ -154,8 +166,9 @@ class DeviceFeed:
     for these arguments' shapes, and `run` then calls that program (the benchmarks time and measure
     exactly it). Returns it."""
     perms = self.epoch_orders(hp["seed"], 0)
+    args = (state, hp, np.int32(0), perms, self.images, self.labels)
     fn = self.chunk(length) if self.loop == "scan" else self.step_fn()
-    compiled = fn.lower(state, hp, np.int32(0), perms, self.images, self.labels).compile(compiler_options)
+    compiled = fn.lower(*args, *(() if self.loop == "scan" else (np.True_,))).compile(compiler_options)
     if self.loop == "scan":
       self._chunks[length] = compiled
     else:
@@ -173,10 +186,10 @@ class DeviceFeed:
     if self.loop == "scan":
       perms = self.epoch_orders(hp["seed"], step // self.steps_per_epoch)
       return self.chunk(length)(state, hp, np.int32(step), perms, self.images, self.labels)
-    one, metrics = self.step_fn(), []
+    one, metrics, last = self.step_fn(), [], step + length - 1
     for t in range(step, step + length):
       perms = self.epoch_orders(hp["seed"], t // self.steps_per_epoch)
-      state, m = one(state, hp, np.int32(t), perms, self.images, self.labels)
+      state, m = one(state, hp, np.int32(t), perms, self.images, self.labels, np.bool_(t == last))
       metrics.append(m)
     return state, _stack_metrics(metrics)
 
