@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from ae_jax import data
+from ae_jax import feeds
 from ae_jax import hparams
 from ae_jax import models
 from ae_jax import program as program_lib
@@ -141,6 +142,13 @@ def test_scan_and_step_loops_train_bitwise_alike(devices, members):
     np.testing.assert_array_equal(a, b)
   for name in m_scan:
     np.testing.assert_array_equal(m_scan[name], m_step[name])
+
+
+def test_auto_loop_steps_on_cpu_and_scans_elsewhere():
+  assert [feeds.resolve_loop("auto", b) for b in ("cpu", "gpu", "tpu")] == ["step", "scan", "scan"]
+  assert [feeds.resolve_loop(loop, "cpu") for loop in ("scan", "step")] == ["scan", "step"]
+  with pytest.raises(ValueError, match="unknown loop 'fast'"):
+    feeds.resolve_loop("fast")
 
 
 def test_streaming_from_the_host_trains_on_the_same_batches_as_the_device_feed():
