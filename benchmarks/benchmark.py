@@ -303,6 +303,7 @@ def run_group(cases: Sequence[Case], dataset: data.Dataset, matmul: Callable[[],
   hand_written = users[0] if users else None  # The user's loop: flattened for an MLP.
   images_layout = next((i for i in users[1:] if cases[i].plain_layout == "images"), None)
   same_model = next((i for i, case in enumerate(cases) if case.plain and case.plain_model == "ae_jax"), None)
+  scan = next((i for i, r in enumerate(runners) if not cases[i].plain and getattr(r, "loop", "") == "scan"), None)
   results = []
   for runner, times in zip(runners, seconds):
     case, config = runner.case, runner.case.config
@@ -333,6 +334,8 @@ def run_group(cases: Sequence[Case], dataset: data.Dataset, matmul: Callable[[],
       row["plain_layout"] = case.plain_layout
     else:
       row["loop_form"] = runner.loop  # scan or step (config.loop)
+      if runner.loop == "step" and scan is not None:  # > 1: the step loop is faster, per round, then the median.
+        row["vs_scan"] = harness.median_ratio([p / cases[scan].steps for p in seconds[scan]], step_times)
     if not case.plain and hand_written is not None:
       # > 1: ae_jax's loop is faster than the hand-written one, per round, then the median.
       row["vs_plain"] = harness.median_ratio([p / case.steps for p in seconds[hand_written]], step_times)

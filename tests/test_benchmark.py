@@ -119,6 +119,7 @@ def test_both_loop_forms_are_timed_and_train_alike():
   options = benchmark.Options(**{**benchmark.QUICK, "families": ("undercomplete",), "loops": ("scan", "step")})
   _, scan, step, *plain = benchmark.run(options)
   assert (scan["loop_form"], step["loop_form"], len(plain)) == ("scan", "step", 3)
+  assert step["vs_scan"] > 0 and "vs_scan" not in scan
   assert scan["final_loss"] == step["final_loss"]  # The same steps, bitwise.
   for row in (scan, step):
     _check_case(row)
