@@ -38,18 +38,22 @@ def _permutations(seeds, epoch, num_examples: int) -> jax.Array:
 
 
 LOOPS = ("auto", "scan", "step")
+# `auto` steps on CPU up to this global batch size, and scans above it (docs/speed.md, the loop form).
+CPU_STEP_MAX_BATCH = 256
 
 
-def resolve_loop(loop: str, backend: str | None = None) -> str:
-  """`scan` or `step` for `config.loop`. `auto`: `step` on the CPU backend, where XLA runs a step
-  slower inside `lax.scan` than as one jitted call and the host's dispatch overlaps a step of a few
-  milliseconds (docs/speed.md measures both), `scan` elsewhere (GPU, TPU), where a step can take less
-  time than its dispatch."""
+def resolve_loop(loop: str, backend: str | None = None, batch_size: int = 0) -> str:
+  """`scan` or `step` for `config.loop`. `auto`: `step` on the CPU backend at batch sizes up to
+  `CPU_STEP_MAX_BATCH`, where XLA:CPU ran ae_jax's step 3-19% slower inside `lax.scan` than as one jitted
+  call and the host's dispatch overlaps a step of a few milliseconds; `scan` at larger batches (the scan
+  saved ~12% at batch 1024 idle) and on GPU and TPU, where a step can take less time than its dispatch.
+  docs/speed.md has the measurements."""
   if loop not in LOOPS:
     raise ValueError(f"unknown loop {loop!r}; choose one of {', '.join(LOOPS)}")
   if loop != "auto":
     return loop
-  return "step" if (backend or jax.default_backend()) == "cpu" else "scan"
+  cpu = (backend or jax.default_backend()) == "cpu"
+  return "step" if cpu and batch_size <= CPU_STEP_MAX_BATCH else "scan"
 
 
 def _batch(perms, pos, images, labels, batch_size: int):
@@ -140,7 +144,7 @@ class DeviceFeed:
     # Every process holds the whole dataset: each copies it to its own devices.
     self.images, self.labels = multihost.put((images, labels), NamedSharding(mesh, P()))
     self._step_fn, self._batch_size, self._chunks = step_fn, batch_size, {}
-    self.loop = resolve_loop(loop)
+    self.loop = resolve_loop(loop, batch_size=batch_size)
     self._one = None
     self._perms = None  # (seeds, epoch, orders): the orders of the epoch being trained.
     self.steps_per_epoch = len(images) // batch_size

@@ -144,9 +144,10 @@ def test_scan_and_step_loops_train_bitwise_alike(devices, members):
     np.testing.assert_array_equal(m_scan[name], m_step[name])
 
 
-def test_auto_loop_steps_on_cpu_and_scans_elsewhere():
-  assert [feeds.resolve_loop("auto", b) for b in ("cpu", "gpu", "tpu")] == ["step", "scan", "scan"]
-  assert [feeds.resolve_loop(loop, "cpu") for loop in ("scan", "step")] == ["scan", "step"]
+def test_auto_loop_steps_on_cpu_at_small_batches_and_scans_elsewhere():
+  assert [feeds.resolve_loop("auto", b, 128) for b in ("cpu", "gpu", "tpu")] == ["step", "scan", "scan"]
+  assert [feeds.resolve_loop("auto", "cpu", b) for b in (256, 257, 1024)] == ["step", "scan", "scan"]
+  assert [feeds.resolve_loop(loop, "cpu", 1024) for loop in ("scan", "step")] == ["scan", "step"]
   with pytest.raises(ValueError, match="unknown loop 'fast'"):
     feeds.resolve_loop("fast")
 
