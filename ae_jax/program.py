@@ -98,7 +98,7 @@ def build(config, dataset: data.Dataset, hp_list: Sequence[hparams.HParams], *, 
       placement == "auto" and feeds.data_fits_on_device(dataset.train_images.nbytes))
   if on_device:
     feed = feeds.DeviceFeed(step_fn, dataset.train_images, dataset.train_labels, batch_size=config.batch_size,
-                            mesh=mesh, loop=loop or config.get("loop", "auto"))
+                            mesh=mesh, loop=loop or config.get("loop", "auto"), members=len(hp_list))
   else:
     feed = feeds.HostFeed(step_fn, dataset.train_images, dataset.train_labels, batch_size=config.batch_size,
                           mesh=mesh)

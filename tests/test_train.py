@@ -144,9 +144,16 @@ def test_scan_and_step_loops_train_bitwise_alike(devices, members):
     np.testing.assert_array_equal(m_scan[name], m_step[name])
 
 
-def test_auto_loop_steps_on_cpu_at_small_batches_and_scans_elsewhere():
+def test_auto_loop_steps_on_cpu_at_small_steps_and_scans_elsewhere():
   assert [feeds.resolve_loop("auto", b, 128) for b in ("cpu", "gpu", "tpu")] == ["step", "scan", "scan"]
   assert [feeds.resolve_loop("auto", "cpu", b) for b in (256, 257, 1024)] == ["step", "scan", "scan"]
+  config = family_config("vae")
+  config.batch_size = 16
+  images = np.zeros((64, 8, 8, 1), np.float32)
+  ds = data.Dataset(images, np.zeros(64, np.int32), images, np.zeros(64, np.int32), "zeros")
+  members = [hparams.from_config({**config.to_dict(), "seed": s}) for s in range(32)]  # 32 x 16 = 512.
+  assert program_lib.build(config, ds, members[:1], devices=jax.devices()[:1]).feed.loop == "step"
+  assert program_lib.build(config, ds, members, devices=jax.devices()[:1]).feed.loop == "scan"
   assert [feeds.resolve_loop(loop, "cpu", 1024) for loop in ("scan", "step")] == ["scan", "step"]
   with pytest.raises(ValueError, match="unknown loop 'fast'"):
     feeds.resolve_loop("fast")
