@@ -303,7 +303,8 @@ def run_group(cases: Sequence[Case], dataset: data.Dataset, matmul: Callable[[],
   hand_written = users[0] if users else None  # The user's loop: flattened for an MLP.
   images_layout = next((i for i in users[1:] if cases[i].plain_layout == "images"), None)
   same_model = next((i for i, case in enumerate(cases) if case.plain and case.plain_model == "ae_jax"), None)
-  scan = next((i for i, r in enumerate(runners) if not cases[i].plain and getattr(r, "loop", "") == "scan"), None)
+  scans = {(c.members, c.vectorize): i for i, (c, r) in enumerate(zip(cases, runners))
+           if not c.plain and getattr(r, "loop", "") == "scan"}  # The same program as a scan.
   results = []
   for runner, times in zip(runners, seconds):
     case, config = runner.case, runner.case.config
@@ -334,6 +335,7 @@ def run_group(cases: Sequence[Case], dataset: data.Dataset, matmul: Callable[[],
       row["plain_layout"] = case.plain_layout
     else:
       row["loop_form"] = runner.loop  # scan or step (config.loop)
+      scan = scans.get((case.members, case.vectorize))
       if runner.loop == "step" and scan is not None:  # > 1: the step loop is faster, per round, then the median.
         row["vs_scan"] = harness.median_ratio([p / cases[scan].steps for p in seconds[scan]], step_times)
     if not case.plain and hand_written is not None:
