@@ -39,23 +39,22 @@ def _permutations(seeds, epoch, num_examples: int) -> jax.Array:
 
 LOOPS = ("auto", "scan", "step")
 # `auto` steps on CPU up to this many examples per step (the global batch times the members), and scans
-# above it (docs/speed.md, the loop form).
-CPU_STEP_MAX_EXAMPLES = 256
+# above it. 0: `auto` always scans, the measured choice on the only CPU measured (docs/speed.md, the loop
+# form): there the step loop ran 0.95-0.98x the scan at batch 128 and 0.98-1.03x at 1024 at moderate
+# load, and 16 vmapped members 0.73x; its host thread's dispatch competes with XLA for 2 cores.
+CPU_STEP_MAX_EXAMPLES = 0
 
 
 def resolve_loop(loop: str, backend: str | None = None, examples_per_step: int = 0) -> str:
   """`scan` or `step` for `config.loop`. `auto`: `step` on the CPU backend up to `CPU_STEP_MAX_EXAMPLES`
-  examples per step over all members, where XLA:CPU ran ae_jax's step 3-19% slower inside `lax.scan`
-  than as one jitted call and the host's dispatch overlaps a step of a few milliseconds; `scan` above
-  (the scan saved ~12% at batch 1024 idle, and 16 vmapped members at batch 128 ran 0.73x as fast in
-  the step loop) and on GPU and TPU, where a step can take less time than its dispatch.
-  docs/speed.md has the measurements."""
+  examples per step over all members (none, as measured so far), `scan` otherwise and on GPU and TPU,
+  where a step of a small model can take less time than its dispatch."""
   if loop not in LOOPS:
     raise ValueError(f"unknown loop {loop!r}; choose one of {', '.join(LOOPS)}")
   if loop != "auto":
     return loop
   cpu = (backend or jax.default_backend()) == "cpu"
-  return "step" if cpu and examples_per_step <= CPU_STEP_MAX_EXAMPLES else "scan"
+  return "step" if cpu and 0 < examples_per_step <= CPU_STEP_MAX_EXAMPLES else "scan"
 
 
 def _batch(perms, pos, images, labels, batch_size: int):

@@ -143,7 +143,7 @@ MUTANTS: tuple[Mutant, ...] = (
             "the step loop keeps the first epoch's order for the next ones"),
     _mutant("feeds.auto_loop_ignores_members", "ae_jax/feeds.py",
             "examples_per_step=batch_size * members)", "examples_per_step=batch_size)",
-            _TRAIN + "test_auto_loop_steps_on_cpu_at_small_steps_and_scans_elsewhere",
+            _TRAIN + "test_auto_loop_scans_as_measured_and_counts_every_members_examples",
             "a sweep's program of many members runs the slower step loop on CPU"),
     _mutant("feeds.logged_norms_of_the_first_step", "ae_jax/feeds.py",
             "v[-1:] if k in step_lib.LOGGED_STEP_METRICS", "v[:1] if k in step_lib.LOGGED_STEP_METRICS",

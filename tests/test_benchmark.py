@@ -102,7 +102,7 @@ def test_main_prints_json_lines_and_writes_them_to_out(tmp_path, capsys):
   device, vae, plain, plain_images, plain_own = map(json.loads, lines)
   assert device["backend"] == "cpu"
   _check_case(vae)
-  assert vae["loop_form"] == "step"  # config.loop=auto on CPU.
+  assert vae["loop_form"] == "scan"  # config.loop=auto (feeds.resolve_loop).
   assert plain["loop"] == "plain" and plain["macs_per_example"] == vae["macs_per_example"]
   # The user's loop as Flax's example writes it (flattened at input) is `vs_plain`; image-shaped is a column.
   assert (plain["plain_layout"], plain_images["plain_layout"]) == ("flat", "images")

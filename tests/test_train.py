@@ -144,9 +144,11 @@ def test_scan_and_step_loops_train_bitwise_alike(devices, members):
     np.testing.assert_array_equal(m_scan[name], m_step[name])
 
 
-def test_auto_loop_steps_on_cpu_at_small_steps_and_scans_elsewhere():
-  assert [feeds.resolve_loop("auto", b, 128) for b in ("cpu", "gpu", "tpu")] == ["step", "scan", "scan"]
+def test_auto_loop_scans_as_measured_and_counts_every_members_examples(monkeypatch):
+  assert [feeds.resolve_loop("auto", b, 128) for b in ("cpu", "gpu", "tpu")] == ["scan"] * 3
+  monkeypatch.setattr(feeds, "CPU_STEP_MAX_EXAMPLES", 256)  # A CPU where the step loop measured faster.
   assert [feeds.resolve_loop("auto", "cpu", b) for b in (256, 257, 1024)] == ["step", "scan", "scan"]
+  assert feeds.resolve_loop("auto", "gpu", 128) == "scan"
   config = family_config("vae")
   config.batch_size = 16
   images = np.zeros((64, 8, 8, 1), np.float32)
