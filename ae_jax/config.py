@@ -9,6 +9,7 @@ from ae_jax import checks
 from ae_jax import data
 from ae_jax import errors
 from ae_jax import families
+from ae_jax import feeds
 from ae_jax import hparams
 from ae_jax import models
 from ae_jax import setpoint
@@ -36,6 +37,7 @@ def validate(config) -> None:
   _choice(config, "reconstruction", reconstruction.KINDS)
   _choice(config, "binarize", data.BINARIZE)
   _choice(config, "data_placement", ("auto", "device", "stream"))
+  _choice(config, "loop", feeds.LOOPS)
   _choice(config, "activation", activations.NAMES)
   _choice(config, "code_activation", activations.NAMES)
   _choice(config, "kernel_init", models.KERNEL_INITS)

@@ -67,15 +67,16 @@ def model_of(config, example_shape: Sequence[int]) -> nn.Module:
 
 
 def build(config, dataset: data.Dataset, hp_list: Sequence[hparams.HParams], *, devices=None,
-          vectorize: bool | None = None, placement: str | None = None, check: bool = True,
-          compiler_options: dict[str, Any] | None = None) -> Program:
+          vectorize: bool | None = None, placement: str | None = None, loop: str | None = None,
+          check: bool = True, compiler_options: dict[str, Any] | None = None) -> Program:
   """The program that trains the members `hp_list` (hyperparameters of configs sharing `config`'s
   structure) on `dataset` over `devices` (default: all).
 
   Raises ConfigError (one line) when the batch does not fit the devices or the data, or when the
   loss cannot be traced with these shapes (`check`: user terms of the wrong shape fail here). Nothing
-  is compiled until the program's functions are called. `vectorize` and `placement` default to
-  `config.member_vectorize` and `config.data_placement`; `compiler_options` go to the initializer.
+  is compiled until the program's functions are called. `vectorize`, `placement` and `loop` default to
+  `config.member_vectorize`, `config.data_placement` and `config.loop` (the device feed's loop form; the
+  host feed always scans); `compiler_options` go to the initializer.
   """
   config = config_lib.resolved(config, len(dataset.train_images))
   mesh = step_lib.make_mesh(len(hp_list), devices)
@@ -95,8 +96,12 @@ def build(config, dataset: data.Dataset, hp_list: Sequence[hparams.HParams], *, 
   placement = placement or config.data_placement
   on_device = placement == "device" or (
       placement == "auto" and feeds.data_fits_on_device(dataset.train_images.nbytes))
-  feed = (feeds.DeviceFeed if on_device else feeds.HostFeed)(
-      step_fn, dataset.train_images, dataset.train_labels, batch_size=config.batch_size, mesh=mesh)
+  if on_device:
+    feed = feeds.DeviceFeed(step_fn, dataset.train_images, dataset.train_labels, batch_size=config.batch_size,
+                            mesh=mesh, loop=loop or config.get("loop", "auto"), members=len(hp_list))
+  else:
+    feed = feeds.HostFeed(step_fn, dataset.train_images, dataset.train_labels, batch_size=config.batch_size,
+                          mesh=mesh)
   bias = models.data_mean_logits(dataset.train_images) if config.init_output_bias == "data_mean" else None
   init = _initializer(config, model, dataset, make_opt, mesh, bias, compiler_options)
   hp = multihost.put(hparams.stack(hp_list), step_lib.member_sharding(mesh))

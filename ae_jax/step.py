@@ -31,7 +31,9 @@ SWEEP, DATA = "sweep", "data"
 Metrics = dict[str, jax.Array]
 HP = dict[str, jax.Array]
 MakeOptimizer = Callable[[HP], optax.GradientTransformation]
-StepFn = Callable[["TrainState", dict[str, jax.Array], HP, jax.Array], tuple["TrainState", Metrics]]
+StepFn = Callable[..., tuple["TrainState", Metrics]]  # (state, batch, hp, t, log=True) -> (state, metrics).
+# Metrics the step computes only when asked to log (`log`): a loop keeps them from its last step alone.
+LOGGED_STEP_METRICS = ("param_norm", "update_norm")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "warmup_cosine", "exponential", "piecewise", "iwae")
 IWAE_STAGES = 8  # The IWAE schedule's stages i = 0..7.
@@ -207,17 +209,20 @@ def make_init(init_params: Callable[[jax.Array], Any], make_opt: MakeOptimizer, 
 
 def make_train_step(loss_fn, make_opt: MakeOptimizer, mesh: Mesh, *, dynamic_binarize: bool = False,
                     vectorize: bool = True) -> StepFn:
-  """Returns the pure step `(state, batch, hp, t) -> (state, metrics)` (not jitted: jit or scan it).
+  """Returns the pure step `(state, batch, hp, t, log=True) -> (state, metrics)` (not jitted: jit or scan it).
 
   `state`, `hp` and `batch` (with batch["image"] of shape (members, B, ...)) have a leading member
   axis; `t` is the global step, which draws the step's randomness (a diverged member's own step
-  stops). Metrics come back per member. `vectorize` runs a device's members as one vmapped
-  computation, else one after another.
+  stops). Metrics come back per member. `log` (a bool, traced or not) asks for the norms of
+  `LOGGED_STEP_METRICS` too (else they are 0): the loops ask at the step they log, and skip a read of
+  every parameter twice on the others (the gradient's norm, which the divergence guard and clipping
+  read, is computed at every step). `vectorize` runs a device's members as one vmapped computation,
+  else one after another.
   """
 
   data_parallel = mesh.shape[DATA] > 1
 
-  def member_step(state: TrainState, batch, keys, hp):
+  def member_step(state: TrainState, batch, keys, hp, log):
     # Data parallel: mark the replicated params as per-device values, so their gradients stay local
     # (pmap style) and the pmean below is the one all-reduce. Without the cast, shard_map's autodiff
     # would sum the gradients of replicated inputs over devices by itself.
@@ -235,8 +240,15 @@ def make_train_step(loss_fn, make_opt: MakeOptimizer, mesh: Mesh, *, dynamic_bin
       updates, opt_state = make_opt(hp).update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
     with jax.named_scope("norms"):
-      metrics = {**terms, "grad_norm": l2_norm(grads), "param_norm": l2_norm(params),
-                 "update_norm": l2_norm(updates)}
+      metrics = {**terms, "grad_norm": l2_norm(grads)}
+
+      def norms():
+        return l2_norm(params), l2_norm(updates)
+
+      def skipped():  # Zeros typed as the norms are (varying over the members' axis inside shard_map).
+        return tuple(jnp.zeros_like(metrics["grad_norm"]) for _ in LOGGED_STEP_METRICS)
+
+      metrics.update(zip(LOGGED_STEP_METRICS, norms() if log is True else lax.cond(log, norms, skipped)))
     # A member whose loss or gradients stop being finite keeps its last good state from then on.
     # (A branch for one member; under vmap it becomes a select over the members.)
     with jax.named_scope("divergence_guard"):
@@ -247,22 +259,26 @@ def make_train_step(loss_fn, make_opt: MakeOptimizer, mesh: Mesh, *, dynamic_bin
       frozen = state.replace(diverged_at=jnp.where(alive, state.step + 1, state.diverged_at))
       return lax.cond(good, lambda: new, lambda: frozen), metrics
 
-  def per_device(state, batch, keys, hp):
+  def per_device(state, batch, keys, hp, log):
     if state.step.shape[0] == 1:  # One member here: no member axis in the math (vmap of 1 costs ~10%).
-      out = member_step(*jax.tree.map(lambda x: x[0], (state, batch, keys, hp)))
+      out = member_step(*jax.tree.map(lambda x: x[0], (state, batch, keys, hp)), log)
       return jax.tree.map(lambda x: x[None], out)
     if vectorize:
-      return jax.vmap(member_step)(state, batch, keys, hp)
-    return lax.map(lambda args: member_step(*args), (state, batch, keys, hp))
+      return jax.vmap(member_step, in_axes=(0, 0, 0, 0, None))(state, batch, keys, hp, log)
+    return lax.map(lambda args: member_step(*args, log), (state, batch, keys, hp))
 
   # With one device on 'data' the batch is not split over it: nothing varies over 'data' and no
   # all-reduce is emitted (XLA:CPU runs a one-device all-reduce as a copy of every gradient, 0.12-0.16 ms
   # of a 4-6 ms MLP step at batch 128). The math is the same.
   data = DATA if data_parallel else None
-  sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(SWEEP), P(SWEEP, data), P(SWEEP, data), P(SWEEP)),
-                          out_specs=(P(SWEEP), P(SWEEP)))
+  def sharded(state, batch, keys, hp, log):
+    static = log is True  # No predicate to pass: the norms are computed.
+    fn = (lambda *args: per_device(*args, True)) if static else per_device
+    args = (state, batch, keys, hp) + (() if static else (log,))
+    specs = (P(SWEEP), P(SWEEP, data), P(SWEEP, data), P(SWEEP)) + (() if static else (P(),))
+    return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=(P(SWEEP), P(SWEEP)))(*args)
 
-  def step(state: TrainState, batch, hp, t):
+  def step(state: TrainState, batch, hp, t, log=True):
     batch_size = batch["image"].shape[1]
 
     def draws(seed, image):
@@ -273,6 +289,6 @@ def make_train_step(loss_fn, make_opt: MakeOptimizer, mesh: Mesh, *, dynamic_bin
 
     with jax.named_scope("draws"):
       image, keys = jax.vmap(draws)(hp["seed"], batch["image"])
-    return sharded(state, {**batch, "image": image}, keys, hp)
+    return sharded(state, {**batch, "image": image}, keys, hp, log)
 
   return step

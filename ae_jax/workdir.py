@@ -63,7 +63,7 @@ VALIDATION_PREFIX = "val_"  # metrics.jsonl: the validation split's losses at ev
 # num_steps and num_epochs are not, under lr_schedule=warmup_cosine: its cosine ends at the last step.
 RESUMABLE_KEYS = frozenset({"num_steps", "num_epochs", "log_every", "eval_every", "checkpoint_every",
                             "num_pictures", "iwae_samples", "overwrite", "data_dir", "data_placement",
-                            "member_vectorize", "probe_examples", "probe_max_iter", "evaluate"})
+                            "loop", "member_vectorize", "probe_examples", "probe_max_iter", "evaluate"})
 
 DONE, DIVERGED, FAILED, STOPPED = "done", "diverged", "failed", "stopped"
 

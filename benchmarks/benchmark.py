@@ -61,6 +61,7 @@ from ae_jax import cli
 from ae_jax import config as config_lib
 from ae_jax import data
 from ae_jax import families
+from ae_jax import feeds
 from ae_jax import hparams
 from ae_jax import program as program_lib
 from ae_jax import step as step_lib
@@ -91,6 +92,8 @@ _NAIVE_STEPS = flags.DEFINE_integer("naive_steps", 1, "Steps per timed call of t
 _NAIVE_MAX_BATCH = flags.DEFINE_integer(
     "naive_max_batch", 128, "Run the naive jacfwd/jacrev paths only up to this batch size (0: never).")
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Side of the square float32 matmul that sets the peak.")
+_LOOP = flags.DEFINE_list("loop", ["auto"], "ae_jax's loop forms (config.loop), each timed as its own case: "
+                          "auto, scan, step.")
 _PROFILE = flags.DEFINE_string("profile_dir", "", "Trace the timed calls with jax.profiler into this "
                                "directory (TensorBoard or Perfetto); tracing slows them a little.")
 
@@ -114,6 +117,7 @@ class Options:
   warmup: bool = True
   fast_compile: bool = False  # XLA backend optimization level 0: half the compile time, slower code.
   profile_dir: str = ""
+  loops: Sequence[str] = ("auto",)  # ae_jax's loop forms, each its own case (config.loop).
 
 
 QUICK = {"batch_sizes": (16,), "steps": 2, "naive_steps": 1, "naive_max_batch": 1 << 30, "repeats": 1,
@@ -135,6 +139,9 @@ class Case:
   # The plain loop's parts: "flax", as a user writes them (flax's conv layers, optax's losses), or
   # "ae_jax", ae_jax's own layers and loss terms (the loop alone differs).
   plain_model: str = "flax"
+  # The user's batches: "flat" (MLP: flattened at input, as Flax's examples/vae) or "images".
+  plain_layout: str = "images"
+  loop: str = "auto"  # ae_jax's loop form (config.loop): auto, scan or step.
 
   @property
   def family(self) -> str:
@@ -144,6 +151,15 @@ class Case:
 # Families timed per penalty path against the plain AE of the same encoder (ENCODERS), not against the
 # hand-written loop.
 PENALTY_PATH_FAMILIES = ("contractive",)
+
+
+def _against_plain(config, steps: int, loops: Sequence[str]) -> list[Case]:
+  """ae_jax's case in each loop form, then the plain loops: as a user writes it (flattened for an MLP,
+  as Flax's example; image-shaped too), and with ae_jax's parts."""
+  ours = [Case(config, steps, loop=loop) for loop in loops]
+  users = [Case(config, steps, plain=True, plain_layout=layout)
+           for layout in (("flat", "images") if config.architecture == "mlp" else ("images",))]
+  return ours + users + [Case(config, steps, plain=True, plain_model="ae_jax")]
 
 
 def build_cases(options: Options) -> list[list[Case]]:
@@ -156,16 +172,12 @@ def build_cases(options: Options) -> list[list[Case]]:
       conv_steps = options.steps or max(2, CONV_STEPS // batch)
       for family in options.families:
         if family not in PENALTY_PATH_FAMILIES:
-          config = config_of(family, batch, **CONV_SHAPE)
-          groups.append([Case(config, conv_steps), Case(config, conv_steps, plain=True),
-                         Case(config, conv_steps, plain=True, plain_model="ae_jax")])
+          groups.append(_against_plain(config_of(family, batch, **CONV_SHAPE), conv_steps, options.loops))
     if "mlp" not in options.architectures:
       continue
     for family in options.families:
       if family not in PENALTY_PATH_FAMILIES:
-        config = config_of(family, batch, **MLP_SHAPE)
-        groups.append([Case(config, steps), Case(config, steps, plain=True),
-                       Case(config, steps, plain=True, plain_model="ae_jax")])
+        groups.append(_against_plain(config_of(family, batch, **MLP_SHAPE), steps, options.loops))
         continue
       for name in options.encoders:
         # The slow naive paths last, so the fast ones are timed right next to their plain AE.
@@ -214,16 +226,16 @@ class Runner:
     self.case = case
     self.program = program_lib.build(case.config, dataset, member_hparams(case.config, case.members),
                                      devices=devices, vectorize=case.vectorize, placement="device",
-                                     compiler_options=compiler_options)
+                                     loop=case.loop, compiler_options=compiler_options)
     self.state, self.hp, feed = self.program.init_state(), self.program.hp, self.program.feed
     example_shape = dataset.example_shape
     self.macs = forward_macs(self.program.model, jax.tree.map(lambda x: x[0], self.state.params), example_shape)
-    self.model = describe(case.config, example_shape)
-    self.images, self.labels, self.step = feed.images, feed.labels, np.int32(0)
+    self.model, self.loop = describe(case.config, example_shape), feed.loop
+    self.feed, self.step = feed, 0
     start = time.perf_counter()
-    self.compiled = feed.chunk(case.steps).lower(self.state, self.hp, self.step, self.images,
-                                                 self.labels).compile(compiler_options)
+    self.compiled = feed.compile(self.state, self.hp, case.steps, compiler_options)
     self.compile_s = time.perf_counter() - start
+    self.images, self.labels = feed.images, feed.labels
     memory = self.compiled.memory_analysis()
     self.peak_memory_bytes = None if memory is None else int(
         memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
@@ -235,7 +247,7 @@ class Runner:
   def __call__(self) -> float:
     """Trains one chunk, fetches its metrics as the real loop does; returns the seconds it took."""
     start = time.perf_counter()
-    self.state, metrics = self.compiled(self.state, self.hp, self.step, self.images, self.labels)
+    self.state, metrics = self.feed.run(self.state, self.hp, self.step, self.case.steps)
     metrics = jax.device_get(metrics)
     seconds = time.perf_counter() - start
     self.step += self.case.steps
@@ -252,7 +264,8 @@ class PlainRunner:
     model = families.model_from_config(case.config, images.shape[1:])
     own = case.plain_model == "ae_jax"
     self.case, self.loop = case, plain_loop.PlainLoop(case.config, images, seed=case.config.seed,
-                                                      model=model if own else None, losses="ae_jax" if own else "user")
+                                                      model=model if own else None, losses="ae_jax" if own else "user",
+                                                      layout=case.plain_layout)
     # ae_jax's model counts the useful multiply-adds (flax's transposed conv also multiplies zeros).
     self.macs = forward_macs(model, self.loop.params, images.shape[1:])
     self.model, self.peak_memory_bytes = describe(case.config, images.shape[1:]), None
@@ -286,8 +299,12 @@ def run_group(cases: Sequence[Case], dataset: data.Dataset, matmul: Callable[[],
   with jax.profiler.trace(options.profile_dir) if options.profile_dir else contextlib.nullcontext():
     seconds, peaks = harness.round_robin(runners, repeats, matmul=matmul)
   plain = runners[0] if cases[0].encoder is not None else None
-  hand_written = next((i for i, case in enumerate(cases) if case.plain), None)
+  users = [i for i, case in enumerate(cases) if case.plain and case.plain_model == "flax"]
+  hand_written = users[0] if users else None  # The user's loop: flattened for an MLP.
+  images_layout = next((i for i in users[1:] if cases[i].plain_layout == "images"), None)
   same_model = next((i for i, case in enumerate(cases) if case.plain and case.plain_model == "ae_jax"), None)
+  scans = {(c.members, c.vectorize): i for i, (c, r) in enumerate(zip(cases, runners))
+           if not c.plain and getattr(r, "loop", "") == "scan"}  # The same program as a scan.
   results = []
   for runner, times in zip(runners, seconds):
     case, config = runner.case, runner.case.config
@@ -315,9 +332,17 @@ def run_group(cases: Sequence[Case], dataset: data.Dataset, matmul: Callable[[],
     if case.plain:
       row["loop"] = "plain"
       row["plain_model"] = case.plain_model
-    elif hand_written is not None:
+      row["plain_layout"] = case.plain_layout
+    else:
+      row["loop_form"] = runner.loop  # scan or step (config.loop)
+      scan = scans.get((case.members, case.vectorize))
+      if runner.loop == "step" and scan is not None:  # > 1: the step loop is faster, per round, then the median.
+        row["vs_scan"] = harness.median_ratio([p / cases[scan].steps for p in seconds[scan]], step_times)
+    if not case.plain and hand_written is not None:
       # > 1: ae_jax's loop is faster than the hand-written one, per round, then the median.
       row["vs_plain"] = harness.median_ratio([p / case.steps for p in seconds[hand_written]], step_times)
+      if images_layout is not None:
+        row["vs_plain_images"] = harness.median_ratio([p / case.steps for p in seconds[images_layout]], step_times)
       if same_model is not None:
         row["vs_plain_same_model"] = harness.median_ratio([p / case.steps for p in seconds[same_model]], step_times)
     if case.encoder is not None:
@@ -365,6 +390,7 @@ def options_from_flags() -> Options:
   """Options from the flags, failing in one line (exit 2) for values the benchmark cannot run."""
   names = list(FAMILIES) if _FAMILY.value == ["all"] else _FAMILY.value
   for name, values, allowed in (("family", names, FAMILIES), ("architecture", _ARCHITECTURE.value, ARCHITECTURES),
+                                ("loop", _LOOP.value, feeds.LOOPS),
                                 ("paths", _PATHS.value, PATHS), ("encoders", _ENCODERS.value, tuple(ENCODERS))):
     bad = [v for v in values if v not in allowed]
     if bad:
@@ -378,7 +404,7 @@ def options_from_flags() -> Options:
       paths=tuple(_PATHS.value), encoders=tuple(_ENCODERS.value), steps=harness.STEPS.value,
       naive_steps=_NAIVE_STEPS.value, naive_max_batch=_NAIVE_MAX_BATCH.value, repeats=harness.REPEATS.value,
       num_examples=harness.NUM_EXAMPLES.value, dataset=harness.DATASET.value, matmul_size=_MATMUL.value,
-      profile_dir=_PROFILE.value)
+      profile_dir=_PROFILE.value, loops=tuple(_LOOP.value))
   if harness.QUICK.value:
     options = dataclasses.replace(options, **QUICK)
   return options

@@ -1,12 +1,16 @@
 """The loop a JAX user writes in an afternoon, as the benchmark's yardstick for ae_jax's own loop.
 
-One jitted Flax + optax step per batch: the batch sliced with `lax.dynamic_slice` from a per-epoch
+Written as Flax's own `examples/vae` writes it: images flattened at input (its
+`input_pipeline.prepare_image` does `tf.reshape(x, (-1,))`), `optax.sigmoid_binary_cross_entropy(logits,
+x).sum(-1)`, `optax.adam`, one jitted Flax + optax step per batch (`layout="images"` keeps the
+batches image-shaped instead, (B, 28, 28, 1), which XLA:CPU runs slower: the benchmark's second column).
+In detail: the batch sliced with `lax.dynamic_slice` from a per-epoch
 permutation, one PRNG key per step (folded from the step number), noise drawn for the whole batch
 at once, parameters and optimizer state donated, no sharding, no metrics but the loss (the Adam step
 is `harness.AdamStep`, shared with the other plain loops). Same model
 (`families.model_from_config`) and the same loss as the framework's step, written as a user would:
-the reconstruction term with optax's losses on image-shaped batches (`user_reconstruction`; ae_jax's own
-terms on request), and a conv model with flax's own `nn.Conv` and `nn.ConvTranspose` (`flax_model`):
+the reconstruction term with optax's losses on the batches as they come (`user_reconstruction`;
+ae_jax's own terms on request), and a conv model with flax's own `nn.Conv` and `nn.ConvTranspose` (`flax_model`):
 same params and values as ae_jax's, a different computation.
 """
 
@@ -81,7 +85,8 @@ def flax_model(config, input_shape):
 
 def user_reconstruction(logits: jax.Array, x: jax.Array, *, kind: str) -> jax.Array:
   """The reconstruction term per example as a user writes it: optax's loss on the batch as the data
-  comes (images (B, 28, 28, 1)), summed over the non-batch axes. Same values as ae_jax's."""
+  comes (flattened (B, 784), or images (B, 28, 28, 1)), summed over the non-batch axes. Same values as
+  ae_jax's."""
   axes = tuple(range(1, x.ndim))
   if kind == "bernoulli":
     return optax.sigmoid_binary_cross_entropy(logits, x).sum(axes)
@@ -131,12 +136,23 @@ def make_loss(config, model, *, losses: str = "user"):
   return losses_by_family[config.family]
 
 
+LAYOUTS = ("flat", "images")
+
+
 class PlainLoop:
   """`run(steps)` trains `steps` steps, one jitted call each, and fetches the last loss."""
 
-  def __init__(self, config, images: jax.Array, *, seed: int = 0, model=None, losses: str = "user"):
+  def __init__(self, config, images: jax.Array, *, seed: int = 0, model=None, losses: str = "user",
+               layout: str = "images"):
     """`model`: `flax_model(config, ...)` unless given (e.g. ae_jax's own, to time the loop alone);
-    `losses`: see `make_loss`."""
+    `losses`: see `make_loss`; `layout`: "flat" trains on the images flattened once, up front, as Flax's
+    example does (MLP models only: `model` is then built for (784,) inputs), "images" as they come."""
+    if layout not in LAYOUTS:
+      raise ValueError(f"layout={layout!r}: one of {', '.join(LAYOUTS)}")
+    if layout == "flat":
+      if config.architecture != "mlp" or model is not None:
+        raise ValueError("layout='flat' is the user's MLP loop: architecture='mlp' and the default model")
+      images = images.reshape(len(images), -1)
     model = flax_model(config, images.shape[1:]) if model is None else model
     self.params = models.init(model, jax.random.key(seed), images.shape[1:])
     self.update = harness.AdamStep(make_loss(config, model, losses=losses), config.learning_rate)

@@ -146,7 +146,9 @@ def main(argv: Sequence[str]) -> None:
           hlo = runner.compiled.as_text()
         matmul_flops = 6.0 * runner.macs * case.config.batch_size  # Forward and backward, per step.
         row = profile(runner, hlo, case.steps, calls, matmul_flops)
-        emit({"loop": "plain" if case.plain else "ae_jax", **({"plain_model": case.plain_model} if case.plain else {}),
+        emit({"loop": "plain" if case.plain else "ae_jax",
+              **({"plain_model": case.plain_model, "plain_layout": case.plain_layout} if case.plain
+                 else {"loop_form": runner.loop}),
               "family": case.family, "batch_size": case.config.batch_size, "model": runner.model, **row})
 
 

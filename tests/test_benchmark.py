@@ -33,7 +33,7 @@ def _check_case(row):
   assert math.isfinite(row["final_loss"]), row
   naive = row.get("penalty_path") in benchmark.NAIVE_PATHS
   assert (row["steps"], row["repeats"], row["members"]) == (1 if naive else 2, 1, 1), row
-  if "loop" not in row:  # ae_jax's compiled chunk: XLA's memory analysis, less the dataset.
+  if row.get("loop") != "plain":  # ae_jax's compiled chunk or step: XLA's memory analysis, less the dataset.
     assert isinstance(row["peak_memory_bytes"], int) and row["peak_memory_bytes"] > 0, row
 
 
@@ -79,6 +79,7 @@ def test_quick_conv_case_against_flax_and_same_model_plain_loops():
     assert row["macs_per_example"] == ours["macs_per_example"]  # The useful multiply-adds, for all three.
   assert (flax["loop"], flax["plain_model"], same["plain_model"]) == ("plain", "flax", "ae_jax")
   assert ours["vs_plain"] > 0 and ours["vs_plain_same_model"] > 0 and "loop" not in ours
+  assert flax["plain_layout"] == "images" and "vs_plain_images" not in ours  # A conv model keeps its images.
 
 
 def test_conv_cases_follow_the_flags():
@@ -98,16 +99,31 @@ def test_main_prints_json_lines_and_writes_them_to_out(tmp_path, capsys):
     benchmark.main(argv)
   lines = capsys.readouterr().out.splitlines()
   assert lines == open(tmp_path / "bench.jsonl").read().splitlines()
-  device, vae, plain, plain_own = map(json.loads, lines)
+  device, vae, plain, plain_images, plain_own = map(json.loads, lines)
   assert device["backend"] == "cpu"
   _check_case(vae)
+  assert vae["loop_form"] == "scan"  # config.loop=auto (feeds.resolve_loop).
   assert plain["loop"] == "plain" and plain["macs_per_example"] == vae["macs_per_example"]
+  # The user's loop as Flax's example writes it (flattened at input) is `vs_plain`; image-shaped is a column.
+  assert (plain["plain_layout"], plain_images["plain_layout"]) == ("flat", "images")
+  assert plain["final_loss"] == pytest.approx(plain_images["final_loss"], rel=1e-5)  # The same training.
   assert (plain["plain_model"], plain_own["plain_model"]) == ("flax", "ae_jax")
   assert vae["vs_plain"] > 0 and "vs_plain" not in plain  # ae_jax's loop against the hand-written one.
-  assert vae["vs_plain_same_model"] > 0
+  assert vae["vs_plain_images"] > 0 and vae["vs_plain_same_model"] > 0
   assert (vae["family"], vae["batch_size"]) == ("vae", 16)
   assert vae["model"] == "mlp 784-400(relu)-20(gaussian)"
   assert vae["macs_per_example"] == 784 * 400 + 2 * 400 * 20 + 20 * 400 + 400 * 784
+
+
+def test_both_loop_forms_are_timed_and_train_alike():
+  options = benchmark.Options(**{**benchmark.QUICK, "families": ("undercomplete",), "loops": ("scan", "step")})
+  _, scan, step, *plain = benchmark.run(options)
+  assert (scan["loop_form"], step["loop_form"], len(plain)) == ("scan", "step", 3)
+  assert step["vs_scan"] > 0 and "vs_scan" not in scan
+  assert scan["final_loss"] == step["final_loss"]  # The same steps, bitwise.
+  for row in (scan, step):
+    _check_case(row)
+    assert row["vs_plain"] > 0
 
 
 def test_script_rejects_a_bad_family_in_one_line():

@@ -16,6 +16,7 @@ from ae_jax import activations
 from ae_jax import config as config_lib
 from ae_jax import data
 from ae_jax import families
+from ae_jax import feeds
 from ae_jax import models
 from ae_jax import step as step_lib
 from ae_jax.losses import contractive
@@ -99,6 +100,7 @@ CHOICE_KEYS = {
     "reconstruction": (reconstruction.KINDS, None),
     "binarize": (data.BINARIZE, None),
     "data_placement": (("auto", "device", "stream"), None),
+    "loop": (feeds.LOOPS, None),
     "activation": (activations.NAMES, None),
     "code_activation": (activations.NAMES, None),
     "sparsity": (families.SPARSITY, "sparse"),

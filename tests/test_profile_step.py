@@ -46,9 +46,10 @@ def test_quick_run_profiles_both_loops(capsys):
     argv = cli.parse_flags(["profile_step.py", "--quick", "--family=vae"])
     profile_step.main(argv)
   rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-  assert [(row["loop"], row.get("plain_model")) for row in rows] == [
-      ("ae_jax", None), ("plain", "flax"), ("plain", "ae_jax")]
-  ours, plain, _ = rows
+  assert [(row["loop"], row.get("plain_model"), row.get("plain_layout")) for row in rows] == [
+      ("ae_jax", None, None), ("plain", "flax", "flat"), ("plain", "flax", "images"), ("plain", "ae_jax", "images")]
+  ours, plain, _, _ = rows
+  assert ours["loop_form"] == "scan"  # config.loop=auto (feeds.resolve_loop).
   assert ours["wall_ms_per_step"] > 0 and ours["kernel_ms_per_step"] > 0
   assert {"matmul", "optimizer", "norms"} <= set(ours["parts_ms_per_step"])  # The named scopes are traced.
   assert {"matmul", "optimizer"} <= set(plain["parts_ms_per_step"]) and "norms" not in plain["parts_ms_per_step"]

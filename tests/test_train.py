@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from ae_jax import data
+from ae_jax import feeds
 from ae_jax import hparams
 from ae_jax import models
 from ae_jax import program as program_lib
@@ -45,6 +46,8 @@ def _run(family, devices, *, chunks=(3, 3), placement="device", members=None, **
     ("contractive", {"contractive_path": "stochastic"}),  # Per-example random probes.
 ])
 def test_one_and_four_devices_give_the_same_parameters(family, overrides):
+  if len(jax.devices()) < 4 and jax.default_backend() != "cpu":  # benchmarks/gpu_check.sh on one GPU.
+    pytest.skip(f"{len(jax.devices())} {jax.default_backend()} device(s): needs 4")
   assert len(jax.devices()) >= 4, "conftest should have set 4 fake CPU devices"
   # SGD: Adam divides by sqrt(v), which turns float-rounding differences in near-zero gradients
   # (the all-reduce sums in another order) into differences of a whole learning rate.
@@ -106,11 +109,56 @@ def test_chunking_does_not_change_the_result():
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
 
 
-def test_metrics_include_norms_and_the_loss_decreases():
-  _, metrics = _run("undercomplete", jax.devices()[:1], chunks=(20,))
-  for name in ("loss", "loss_rec", "grad_norm", "param_norm", "update_norm"):
+@pytest.mark.parametrize("loop", ["scan", "step"])
+def test_metrics_include_norms_and_the_loss_decreases(loop):
+  _, metrics = _run("undercomplete", jax.devices()[:1], chunks=(20,), loop=loop)
+  for name in ("loss", "loss_rec", "grad_norm"):
     assert metrics[name].shape == (20, 1) and np.all(np.isfinite(metrics[name]))
+  for name in ("param_norm", "update_norm"):  # Computed at the logged (last) step only.
+    assert metrics[name].shape == (1, 1) and np.all(metrics[name] > 0)
   assert metrics["loss"][-5:].mean() < metrics["loss"][:5].mean()
+
+
+@pytest.mark.parametrize("placement", ["device", "stream"])
+def test_the_logged_norms_are_those_of_the_last_step(placement):
+  # Six steps as one chunk log the norms that the sixth step alone computes (chunks of one).
+  _, whole = _run("vae", jax.devices()[:1], chunks=(6,), placement=placement)
+  _, ones = _run("vae", jax.devices()[:1], chunks=(1,) * 6, placement=placement)
+  for name in ("param_norm", "update_norm"):
+    assert whole[name].shape == (1, 1)
+    np.testing.assert_allclose(whole[name][0], ones[name][-1], rtol=1e-6)
+  np.testing.assert_allclose(whole["grad_norm"], ones["grad_norm"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("devices,members", [(1, None), (4, None), (1, [{"seed": 0}, {"seed": 1, "noise_level": 0.4}]),
+                                             (4, [{"seed": 0}, {"seed": 1}, {"seed": 2}, {"seed": 3}])])
+def test_scan_and_step_loops_train_bitwise_alike(devices, members):
+  # config.loop: one lax.scan per chunk or one jitted call per step, the same per-step function. Chunks
+  # of 3, 3, 2 at 4 steps per epoch cross epoch boundaries inside a chunk and at its start.
+  kw = {"chunks": (3, 3, 2), "members": members, "binarize": "dynamic"}
+  scan, m_scan = _run("denoising", jax.devices()[:devices], loop="scan", **kw)
+  step, m_step = _run("denoising", jax.devices()[:devices], loop="step", **kw)
+  for a, b in zip(jax.tree.leaves(scan), jax.tree.leaves(step)):
+    np.testing.assert_array_equal(a, b)
+  for name in m_scan:
+    np.testing.assert_array_equal(m_scan[name], m_step[name])
+
+
+def test_auto_loop_scans_as_measured_and_counts_every_members_examples(monkeypatch):
+  assert [feeds.resolve_loop("auto", b, 128) for b in ("cpu", "gpu", "tpu")] == ["scan"] * 3
+  monkeypatch.setattr(feeds, "CPU_STEP_MAX_EXAMPLES", 256)  # A CPU where the step loop measured faster.
+  assert [feeds.resolve_loop("auto", "cpu", b) for b in (256, 257, 1024)] == ["step", "scan", "scan"]
+  assert feeds.resolve_loop("auto", "gpu", 128) == "scan"
+  config = family_config("vae")
+  config.batch_size = 16
+  images = np.zeros((64, 8, 8, 1), np.float32)
+  ds = data.Dataset(images, np.zeros(64, np.int32), images, np.zeros(64, np.int32), "zeros")
+  members = [hparams.from_config({**config.to_dict(), "seed": s}) for s in range(32)]  # 32 x 16 = 512.
+  assert program_lib.build(config, ds, members[:1], devices=jax.devices()[:1]).feed.loop == "step"
+  assert program_lib.build(config, ds, members, devices=jax.devices()[:1]).feed.loop == "scan"
+  assert [feeds.resolve_loop(loop, "cpu", 1024) for loop in ("scan", "step")] == ["scan", "step"]
+  with pytest.raises(ValueError, match="unknown loop 'fast'"):
+    feeds.resolve_loop("fast")
 
 
 def test_streaming_from_the_host_trains_on_the_same_batches_as_the_device_feed():
@@ -151,7 +199,7 @@ def test_a_diverging_member_is_frozen_and_the_others_go_on():
 
 def test_a_piecewise_schedule_is_applied_per_step():
   # Boundary 2 with scale 0: the first two steps move the parameters, the next three do not.
-  _, metrics = _run("undercomplete", jax.devices()[:1], chunks=(2, 3), optimizer="sgd", lr_schedule="piecewise",
+  _, metrics = _run("undercomplete", jax.devices()[:1], chunks=(1,) * 5, optimizer="sgd", lr_schedule="piecewise",
                     boundaries=(2,), scales=(0.0,))
   norms = metrics["update_norm"][:, 0]
   assert np.all(norms[:2] > 0) and np.all(norms[2:] == 0), norms

@@ -90,6 +90,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Members of a sweep on one device: auto (= vmap, the faster in every case measured) | vmap (vectorised)
   # | loop (one after another, in one program).
   c.member_vectorize = "auto"
+  # How the device feed runs log_every steps: auto (scan, the faster form measured; docs/speed.md) | scan
+  # (one jitted lax.scan per log interval) | step (one jitted, donated call per step). Same results.
+  c.loop = "auto"
 
   # Logging.
   c.log_every = 250
