@@ -2,10 +2,10 @@
 does the controller cost.
 
   python -m benchmarks.benchmark_setpoint --dataset=npz:/path/to/mnist.npz --out=bench_setpoint.jsonl
-  python -m benchmarks.benchmark_setpoint --part=sparse_l0 --dataset=npz:/path/to/mnist.npz
+  python -m benchmarks.benchmark_setpoint --measure=sparse_l0 --dataset=npz:/path/to/mnist.npz
   python -m benchmarks.benchmark_setpoint --quick      # CI: the digits, tiny; the numbers mean nothing
 
-Parts (`--part`, default all):
+Parts (`--measure`, default all):
 - vae_kl: the VAE 784-400-20 (batch 128, `--num_steps`) with `kl_target` in {1, 2, 4, 8, 16, 24, 32,
   48} nats, one 8-member program, against an 8-member sweep over beta (0.25 ... 8) of the same steps,
   timed in one run (targets, beta, then targets again: the ratio uses the mean of the two target runs).
@@ -28,7 +28,7 @@ from absl import flags
 from ae_jax import cli
 from benchmarks import harness
 
-_PART = flags.DEFINE_enum("part", "all", ["vae_kl", "sparse_l0", "geco", "all"], "Which measurement to run.")
+_MEASURE = flags.DEFINE_enum("measure", "all", ["vae_kl", "sparse_l0", "geco", "all"], "Which measurement to run.")
 KL_TARGETS = (1.0, 2.0, 4.0, 8.0, 16.0, 24.0, 32.0, 48.0)
 BETAS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0)
 L0_TARGETS = (5.0, 10.0, 20.0, 40.0, 80.0)
@@ -131,7 +131,7 @@ def run_geco(dataset: str, num_steps: int, quick: bool) -> list[dict]:
 
 def main(argv):
   if len(argv) > 1:
-    cli.fail(f"unexpected arguments {argv[1:]}; flags look like --dataset=npz:mnist.npz --part=vae_kl")
+    cli.fail(f"unexpected arguments {argv[1:]}; flags look like --dataset=npz:mnist.npz --measure=vae_kl")
   harness.set_defaults(dataset="digits")  # Real data: a frontier of random images means nothing.
   quick = harness.QUICK.value
   steps = 9 if quick else harness.NUM_STEPS.value
@@ -139,7 +139,7 @@ def main(argv):
   with harness.json_lines(harness.OUT.value) as emit, cli.clear_errors():
     emit(harness.device_info())
     for part, fn in (("vae_kl", run_vae_kl), ("sparse_l0", run_sparse_l0), ("geco", run_geco)):
-      if _PART.value in (part, "all"):
+      if _MEASURE.value in (part, "all"):
         for row in fn(dataset, steps, quick):
           emit(row)
 
