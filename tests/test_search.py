@@ -88,20 +88,48 @@ def test_halving_keeps_the_best_setting_which_equals_its_single_run(devices, tmp
   assert results[0].eval_validation and results[0].test["loss"] == pytest.approx(single.test["loss"], rel=1e-4)
 
 
-def test_a_killed_search_resumes_from_its_recorded_decisions(tmp_path):
-  members = [{"learning_rate": lr, "seed": s} for lr in RATES for s in (0, 1)]
-  whole = sweep.run(_config(), members, str(tmp_path / "whole"), search="halving")
-  assert [r.status for r in whole["results"]] == ["done", "done"] + ["stopped"] * 4  # A setting's seeds go on.
-  # "Killed" during the last rung: the survivors' final checkpoints and statuses are not there yet.
-  cut = sweep.run(_config(), members, str(tmp_path / "cut"), search="halving")
-  for name in cut["names"][:2]:
-    os.remove(tmp_path / "cut" / name / "status.json")
-    for step in ("20", "40"):
-      os.system(f"rm -rf {tmp_path / 'cut' / name / 'checkpoints' / step}")
-  again = sweep.run(_config(), members, str(tmp_path / "cut"), search="halving")
-  assert [r.status for r in again["results"]] == [r.status for r in whole["results"]]
-  for a, b in zip(whole["results"][:2], again["results"][:2]):
-    _params_close(a.params, b.params)
+def test_kill_9_during_a_search_and_the_same_command_again_ends_identically(tmp_path):
+  # A real SIGKILL of `sweep.py --search=halving` after its first rung was decided, while the survivor trains
+  # on; the same command then resumes from the recorded decision and ends as an uninterrupted search does.
+  import signal  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+
+  from tests import test_distributed as dist  # pylint: disable=g-import-not-at-top  # Its launcher.
+
+  args = ["--config=experiments/configs/test.py", "--config.num_steps=1500", "--config.log_every=10",
+          "--config.eval_every=20", "--config.checkpoint_every=20", "--config.evaluate=quick",
+          "--config.num_pictures=0", "--config.validation_fraction=0.1", "--search=halving",
+          f"--sweep=learning_rate={','.join(map(str, RATES))}"]
+  killed, whole = tmp_path / "killed", tmp_path / "whole"
+  proc = dist._launch("sweep.py", [*args, f"--workdir={killed}"], devices=4)  # pylint: disable=protected-access
+  reference = dist._launch("sweep.py", [*args, f"--workdir={whole}"], devices=4)  # pylint: disable=protected-access
+  deadline = time.time() + 180
+  survivor = None
+  while time.time() < deadline and proc.poll() is None:
+    record = workdir_lib.read_search(str(killed)) if (killed / workdir_lib.SEARCH).exists() else None
+    if record and record.get("decisions"):
+      survivor = killed / record["decisions"][0]["kept"][0] / "checkpoints"
+      if survivor.exists() and any(p.name.isdigit() and int(p.name) > record["rung_steps"][0]
+                                   for p in survivor.iterdir()):
+        break
+    time.sleep(0.05)
+  os.kill(proc.pid, signal.SIGKILL)
+  dist._wait([proc])  # pylint: disable=protected-access
+  assert survivor is not None and not (killed / "sweep.csv").exists(), "the search ended before it was killed"
+  again = subprocess.run([sys.executable, os.path.join(dist.ROOT, "experiments", "sweep.py"), *args,
+                          f"--workdir={killed}"], cwd=dist.ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "JAX_NUM_CPU_DEVICES": "4", "JAX_PLATFORMS": "cpu",
+                              "PYTHONPATH": dist.ROOT})
+  assert again.returncode == 0, again.stderr[-3000:]
+  dist._ok(dist._wait([reference]))  # pylint: disable=protected-access
+  a, b = workdir_lib.read_search(str(killed)), workdir_lib.read_search(str(whole))
+  assert a["decisions"] == b["decisions"]  # The same rung decision, recorded once and replayed.
+  name = a["decisions"][0]["kept"][0]
+  rows = [[r for r in workdir_lib.read_metrics(str(d / name)) if "test_loss" in r] for d in (killed, whole)]
+  assert [r["step"] for r in rows[0]] == [r["step"] for r in rows[1]] and rows[0][-1]["step"] == 1500
+  assert rows[0][-1]["test_loss"] == pytest.approx(rows[1][-1]["test_loss"], rel=1e-5)
 
 
 def test_a_diverging_member_drops_out_at_once(tmp_path):
