@@ -11,6 +11,7 @@ metric against the achieved value, seeds as error bars.
 
 from collections.abc import Sequence
 import csv
+import io
 import math
 from typing import Any
 
@@ -153,7 +154,8 @@ def save_png(path: str, point: setpoint.SetPoint, entries: list[dict[str, Any]],
   if title:
     fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(path, format="png")
+  with workdir_lib.atomic(path) as temporary:
+    fig.savefig(temporary, format="png")
   return path
 
 
@@ -171,7 +173,7 @@ def write(workdir: str, configs: Sequence[Any], rows: Sequence[dict[str, Any]],
   columns = ["target", "achieved_mean", "achieved_std", "verdict", "coefficient_mean", "n", "runs"]
   for metric in measured(point, entries):
     columns += [f"{metric}_mean", f"{metric}_std"]
-  with workdir_lib.open_for_write(paths["csv"], newline="") as f:
+  with io.StringIO(newline="") as f:  # Written whole by a rename (workdir.write_text), as sweep.csv.
     writer = csv.writer(f)
     writer.writerow([*entries[0]["setting"], *columns] if entries else columns)
     for e in entries:
@@ -180,5 +182,6 @@ def write(workdir: str, configs: Sequence[Any], rows: Sequence[dict[str, Any]],
       for metric in point.frontier:
         values[f"{metric}_mean"], values[f"{metric}_std"] = e[metric]
       writer.writerow([*e["setting"].values(), *(values[c] for c in columns)])
+    workdir_lib.write_text(paths["csv"], f.getvalue())
   save_png(paths["png"], point, entries, title=title)
   return paths

@@ -125,13 +125,6 @@ def frontier_tables(workdir: str) -> dict[str, str]:
   return {kind: os.path.join(workdir, name) for kind, name in FRONTIER_TABLES.items()}
 
 
-@contextlib.contextmanager
-def open_for_write(file: str, **kwargs):
-  """A text file written whole or not at all (`atomic`), e.g. for csv.writer."""
-  with atomic(file) as temporary, open(temporary, "w", encoding="utf-8", **kwargs) as f:
-    yield f
-
-
 def comparison_tables(workdir: str) -> dict[str, str]:
   """{"markdown", "png"}: where experiments/compare.py puts its table."""
   return {kind: os.path.join(workdir, name) for kind, name in COMPARISON_TABLES.items()}

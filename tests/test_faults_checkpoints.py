@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 
-import jax
 import numpy as np
 import pytest
 
@@ -16,19 +15,14 @@ from ae_jax import checkpoints
 from ae_jax import cli
 from ae_jax import train
 from ae_jax import workdir as workdir_lib
-from tests.conftest import family_config
+from tests import test_checkpoints as checkpoints_test
 
 
 def _config(num_steps, **overrides):
-  config = family_config("denoising")  # Noise and data order both have to line up on resume.
-  config.update({"num_steps": num_steps, "num_pictures": 0, "evaluate": "quick", "checkpoint_every": 10,
-                 **overrides})
-  return config
+  return checkpoints_test._config(num_steps, evaluate="quick", checkpoint_every=10, **overrides)
 
 
-def _same_params(a, b):
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+_same_params = checkpoints_test._assert_same_params  # pylint: disable=protected-access
 
 
 @pytest.fixture(scope="module")
